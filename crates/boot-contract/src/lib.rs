@@ -1,0 +1,183 @@
+//! The contract between virga's host tools and the guest it boots.
+//!
+//! Pipeline position: `ImageSpec` → image builder → artifacts → VM → **PID 1**. Everything both
+//! sides must agree on lives here and nowhere else: the kernel command-line keys the guest reads
+//! ([`cmdline`]), the console lines the host scrapes ([`console`]), and the JSON documents the
+//! guest reports ([`ReadyReport`], [`Status`]). Changing any of it is a contract change: bump
+//! [`CONTRACT_VERSION`] and update `docs/console-and-status.md`.
+
+use serde::{Deserialize, Serialize};
+
+pub mod cmdline;
+pub mod console;
+
+/// Version of this contract. Reported in the ready line and in the status document.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// Outcome of one boot stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageResult {
+    /// The stage did its work.
+    Ok,
+    /// The stage had nothing to do (e.g. no modules requested).
+    Skipped,
+    /// The stage failed; boot went on. The reason is in [`Status::errors`].
+    Failed,
+}
+
+/// Timing of one boot stage, measured by PID 1 with the monotonic clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageTiming {
+    /// Stage name, e.g. `mounts`, `modules`, `network`.
+    pub name: String,
+    /// Wall time the stage took, in milliseconds.
+    pub ms: f64,
+    /// What happened.
+    pub result: StageResult,
+}
+
+/// The JSON object printed once per boot after `virga: ready `.
+///
+/// All times come from the guest's own clocks: `kernel_ms` is `CLOCK_BOOTTIME` when PID 1
+/// started (kernel start → PID 1), `init_ms` is the time from PID 1's start to the ready line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyReport {
+    /// Contract version ([`CONTRACT_VERSION`]).
+    pub contract: u32,
+    /// virga version of the guest binary.
+    pub version: String,
+    /// Seconds since the kernel started (`CLOCK_BOOTTIME`), at the ready line, in milliseconds.
+    pub uptime_ms: f64,
+    /// Kernel start → PID 1 start, in milliseconds.
+    pub kernel_ms: f64,
+    /// PID 1 start → ready line, in milliseconds.
+    pub init_ms: f64,
+    /// Per-stage timings, in the order the stages ran.
+    pub stages: Vec<StageTiming>,
+    /// Number of errors recorded during boot (details in the status document).
+    pub errors: usize,
+    /// Number of warnings recorded during boot.
+    pub warnings: usize,
+}
+
+impl ReadyReport {
+    /// Renders the complete console line, `virga: ready {json}`.
+    pub fn to_line(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        let json = serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned());
+        format!("{}{}", console::READY_PREFIX, json)
+    }
+
+    /// Parses a console line; `None` when the line is not a ready line or its JSON is malformed.
+    pub fn parse_line(line: &str) -> Option<Self> {
+        let json = line.trim_end().split_once(console::READY_PREFIX)?.1;
+        serde_json::from_str(json).ok()
+    }
+}
+
+/// A boot-time problem, kept in the status document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Where it happened: a stage or component name.
+    pub source: String,
+    /// Human-readable message, one line.
+    pub message: String,
+}
+
+/// The guest's status document, written to [`console::STATUS_PATH`] and printed by
+/// `virga status --json`. Fields added by later capabilities are optional so old readers keep
+/// working.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Contract version ([`CONTRACT_VERSION`]).
+    pub contract: u32,
+    /// virga version of the guest binary.
+    pub version: String,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// Hostname at the end of boot.
+    pub hostname: String,
+    /// Boot stages in the order they ran.
+    pub stages: Vec<StageTiming>,
+    /// Kernel start → PID 1, in milliseconds.
+    pub kernel_ms: f64,
+    /// PID 1 → ready, in milliseconds (0 until ready).
+    pub init_ms: f64,
+    /// Whether boot reached the ready line.
+    pub ready: bool,
+    /// Modules loaded at boot.
+    #[serde(default)]
+    pub modules_loaded: Vec<String>,
+    /// Whether the kernel's random pool was initialised at the end of the rng stage.
+    #[serde(default)]
+    pub entropy_ready: bool,
+    /// Supervised services and their state.
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
+    /// Non-fatal problems.
+    #[serde(default)]
+    pub warnings: Vec<Problem>,
+    /// Failures; boot went on regardless.
+    #[serde(default)]
+    pub errors: Vec<Problem>,
+}
+
+/// State of one supervised service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Service name.
+    pub name: String,
+    /// Process id while running.
+    pub pid: Option<u32>,
+    /// How many times it has been restarted.
+    pub restarts: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ReadyReport {
+        ReadyReport {
+            contract: CONTRACT_VERSION,
+            version: "0.1.0".into(),
+            uptime_ms: 2100.5,
+            kernel_ms: 2000.0,
+            init_ms: 100.5,
+            stages: vec![StageTiming { name: "mounts".into(), ms: 1.25, result: StageResult::Ok }],
+            errors: 0,
+            warnings: 1,
+        }
+    }
+
+    #[test]
+    fn ready_line_round_trips() {
+        let r = sample();
+        let line = r.to_line();
+        assert!(line.starts_with("virga: ready {"));
+        assert_eq!(ReadyReport::parse_line(&line), Some(r));
+    }
+
+    #[test]
+    fn ready_line_found_after_console_noise() {
+        let line = format!("\r[    2.1] random: crng init done{}\r\n", sample().to_line());
+        assert!(ReadyReport::parse_line(&line).is_some());
+    }
+
+    #[test]
+    fn non_ready_lines_are_rejected() {
+        assert_eq!(ReadyReport::parse_line("virga: ready"), None);
+        assert_eq!(ReadyReport::parse_line("virga: ready {not json"), None);
+        assert_eq!(ReadyReport::parse_line("hello"), None);
+    }
+
+    #[test]
+    fn status_reads_documents_without_optional_fields() {
+        let json = r#"{"contract":1,"version":"0.1.0","kernel":"6.1","hostname":"virga",
+            "stages":[],"kernel_ms":1.0,"init_ms":2.0,"ready":true}"#;
+        let s: Status = serde_json::from_str(json).unwrap();
+        assert!(s.ready);
+        assert!(s.errors.is_empty());
+    }
+}

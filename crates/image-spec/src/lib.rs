@@ -1,0 +1,505 @@
+//! The image spec (`virga.toml`) and the build manifest (`manifest.json`).
+//!
+//! Pipeline position: this is the first and the second typed hand-off. [`ImageSpec`] says what to
+//! build; the image builder turns it into artifacts and records what it built in an
+//! [`ImageManifest`]. Parsing is strict (unknown keys are errors) and validation names the fix, so
+//! a typo never silently builds the wrong image. Reference: `docs/image-spec.md`.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+mod manifest;
+pub use manifest::{Artifact, ImageManifest, KernelInfo, MANIFEST_FILE};
+
+/// The built-in default spec: the repository's `virga.toml`.
+pub const DEFAULT_SPEC_TOML: &str = include_str!("../../../virga.toml");
+
+/// x86 kernels accept at most 2048 bytes of command line, including the terminating NUL.
+pub const MAX_CMDLINE: usize = 2047;
+
+/// What went wrong with a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The spec file could not be read.
+    #[error("cannot read spec {path}: {source}")]
+    Read {
+        /// The spec file.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped keys.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// File name or `built-in default`.
+        origin: String,
+        /// The parser's message, which includes line and column.
+        message: String,
+    },
+    /// The spec parses but asks for something impossible.
+    #[error("{origin}: `{field}`: {message}")]
+    Invalid {
+        /// File name or `built-in default`.
+        origin: String,
+        /// The offending key, dotted (`kernel.modules[3]`).
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// Image profile: a set of defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Cloud test image: BusyBox toolbox and a console shell.
+    #[default]
+    Default,
+    /// Only the virga binary: no shell, no toolbox.
+    Minimal,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "default" => Ok(Profile::Default),
+            "minimal" => Ok(Profile::Minimal),
+            other => Err(format!("unknown profile `{other}`: use `default` or `minimal`")),
+        }
+    }
+}
+
+/// Where the kernel comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelSource {
+    /// A Debian package fetched with `apt-get download`.
+    #[default]
+    Debian,
+    /// A local vmlinuz and modules directory.
+    Local,
+}
+
+/// Which program is PID 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InitKind {
+    /// virga's Rust PID 1.
+    #[default]
+    Virga,
+    /// BusyBox init with `/etc/inittab` from the spec's files (baseline images).
+    Busybox,
+}
+
+/// initramfs compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip: read by every Linux kernel.
+    #[default]
+    Gzip,
+    /// zstd: faster to unpack; needs `CONFIG_RD_ZSTD`.
+    Zstd,
+    /// No compression.
+    None,
+}
+
+/// `[kernel]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    /// Where the kernel comes from.
+    #[serde(default)]
+    pub source: KernelSource,
+    /// Debian package (source = debian).
+    #[serde(default = "default_kernel_package")]
+    pub package: String,
+    /// Pinned package version (source = debian).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Kernel image (source = local).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmlinuz: Option<PathBuf>,
+    /// `/lib/modules/<release>` directory (source = local).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules_dir: Option<PathBuf>,
+    /// Kernel command line baked into the image's manifest.
+    #[serde(default = "default_cmdline")]
+    pub cmdline: String,
+    /// Driver modules wanted, by name.
+    #[serde(default)]
+    pub modules: Vec<String>,
+}
+
+fn default_kernel_package() -> String {
+    "linux-image-cloud-amd64".to_owned()
+}
+
+fn default_cmdline() -> String {
+    "console=ttyS0".to_owned()
+}
+
+/// `[userland]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserlandSpec {
+    /// PID 1.
+    #[serde(default)]
+    pub init: InitKind,
+    /// Carry BusyBox; `None` = the profile's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolbox: Option<bool>,
+    /// Root shell on the console; `None` = the profile's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_shell: Option<bool>,
+    /// A prebuilt guest binary to use instead of building one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_binary: Option<PathBuf>,
+}
+
+/// `[initramfs]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitramfsSpec {
+    /// Compression of the cpio archive.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// `[[files]]`: one extra file in the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Absolute destination path inside the image.
+    pub path: String,
+    /// Host file to copy, relative to the spec file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// Inline content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Octal permission bits, e.g. `"0755"`.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+}
+
+fn default_mode() -> String {
+    "0644".to_owned()
+}
+
+/// A parsed and validated `virga.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// Image name.
+    pub name: String,
+    /// Profile (defaults for toolbox and console shell).
+    #[serde(default)]
+    pub profile: Profile,
+    /// Fallback hostname.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// `[kernel]`
+    pub kernel: KernelSpec,
+    /// `[userland]`
+    #[serde(default)]
+    pub userland: UserlandSpec,
+    /// `[initramfs]`
+    #[serde(default)]
+    pub initramfs: InitramfsSpec,
+    /// `[[files]]`
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+    /// Directory relative `source` paths are resolved against; not part of the spec text.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_hostname() -> String {
+    "virga".to_owned()
+}
+
+impl ImageSpec {
+    /// The built-in default spec.
+    pub fn builtin() -> Self {
+        // The embedded spec is checked by a unit test; failing here would be a build defect.
+        Self::parse(DEFAULT_SPEC_TOML, "built-in default", Path::new("."))
+            .expect("the built-in virga.toml is valid")
+    }
+
+    /// Reads and validates a spec file.
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SpecError::Read { path: path.to_owned(), source })?;
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        Self::parse(&text, &path.display().to_string(), &base)
+    }
+
+    /// Parses and validates spec text. `origin` names the source in error messages.
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Self, SpecError> {
+        let mut spec: ImageSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        spec.base_dir = base_dir.to_owned();
+        spec.validate(origin)?;
+        Ok(spec)
+    }
+
+    /// Whether BusyBox goes into the image.
+    pub fn toolbox(&self) -> bool {
+        self.userland.toolbox.unwrap_or(self.profile == Profile::Default)
+            || self.userland.init == InitKind::Busybox
+    }
+
+    /// Whether PID 1 starts a root shell on the console.
+    pub fn console_shell(&self) -> bool {
+        self.userland.console_shell.unwrap_or(self.profile == Profile::Default) && self.toolbox()
+    }
+
+    /// Applies a profile chosen on the command line.
+    pub fn with_profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// SHA-256 of the spec's canonical JSON form (key order fixed, defaults filled in).
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&json))
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), SpecError> {
+        let invalid = |field: &str, message: String| SpecError::Invalid {
+            origin: origin.to_owned(),
+            field: field.to_owned(),
+            message,
+        };
+        if self.name.trim().is_empty() || self.name.contains(['/', '\n']) {
+            return Err(invalid("name", "must be a non-empty single word without `/`".into()));
+        }
+        if !valid_hostname(&self.hostname) {
+            return Err(invalid(
+                "hostname",
+                "must be 1-63 letters, digits or `-`, not starting or ending with `-`".into(),
+            ));
+        }
+        let k = &self.kernel;
+        match k.source {
+            KernelSource::Debian => {
+                if k.package.is_empty() || !k.package.chars().all(is_deb_name_char) {
+                    return Err(invalid(
+                        "kernel.package",
+                        format!("`{}` is not a Debian package name", k.package),
+                    ));
+                }
+                if k.vmlinuz.is_some() || k.modules_dir.is_some() {
+                    return Err(invalid(
+                        "kernel.vmlinuz",
+                        "only used with source = \"local\"; remove it or set source = \"local\""
+                            .into(),
+                    ));
+                }
+            }
+            KernelSource::Local => {
+                if k.vmlinuz.is_none() {
+                    return Err(invalid(
+                        "kernel.vmlinuz",
+                        "source = \"local\" needs `vmlinuz = \"/path/to/vmlinuz\"`".into(),
+                    ));
+                }
+                if k.modules_dir.is_none() && !k.modules.is_empty() {
+                    return Err(invalid(
+                        "kernel.modules_dir",
+                        "modules are requested but no `modules_dir` (/lib/modules/<release>) is set"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if k.cmdline.len() > MAX_CMDLINE || k.cmdline.contains(['\n', '\0']) {
+            return Err(invalid(
+                "kernel.cmdline",
+                format!("must be one line of at most {MAX_CMDLINE} bytes"),
+            ));
+        }
+        for (i, m) in k.modules.iter().enumerate() {
+            if m.is_empty()
+                || m.len() > 55
+                || !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(invalid(
+                    &format!("kernel.modules[{i}]"),
+                    format!("`{m}` is not a module name (letters, digits, `_`, `-`)"),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, f) in self.files.iter().enumerate() {
+            let field = format!("files[{i}]");
+            let p = Path::new(&f.path);
+            if !p.is_absolute()
+                || p.components().any(|c| matches!(c, Component::ParentDir))
+                || f.path.ends_with('/')
+            {
+                return Err(invalid(
+                    &format!("{field}.path"),
+                    format!("`{}` must be an absolute file path without `..`", f.path),
+                ));
+            }
+            if !seen.insert(f.path.trim_end_matches('/').to_owned()) {
+                return Err(invalid(
+                    &format!("{field}.path"),
+                    format!("`{}` is listed twice", f.path),
+                ));
+            }
+            match (&f.source, &f.content) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(invalid(&field, "give exactly one of `source` or `content`".into()));
+                }
+                _ => {}
+            }
+            if parse_mode(&f.mode).is_none() {
+                return Err(invalid(
+                    &format!("{field}.mode"),
+                    format!("`{}` is not an octal mode such as \"0644\"", f.mode),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses an octal permission string (`"0755"`, `"644"`) into mode bits.
+pub fn parse_mode(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 4 {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+fn is_deb_name_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.')
+}
+
+/// RFC 1123 label rules, as `sethostname` users expect.
+pub fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 63
+        && !h.starts_with('-')
+        && !h.ends_with('-')
+        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ImageSpec, SpecError> {
+        ImageSpec::parse(text, "test.toml", Path::new("/tmp"))
+    }
+
+    const MINIMAL: &str = "name = \"t\"\n[kernel]\n";
+
+    #[test]
+    fn builtin_default_is_valid() {
+        let s = ImageSpec::builtin();
+        assert_eq!(s.profile, Profile::Default);
+        assert!(s.toolbox());
+        assert!(s.console_shell());
+        assert!(s.kernel.modules.iter().any(|m| m == "virtio_net"));
+    }
+
+    #[test]
+    fn minimal_profile_drops_toolbox_and_shell() {
+        let s = ImageSpec::builtin().with_profile(Profile::Minimal);
+        assert!(!s.toolbox());
+        assert!(!s.console_shell());
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!(s.kernel.package, "linux-image-cloud-amd64");
+        assert_eq!(s.kernel.cmdline, "console=ttyS0");
+        assert_eq!(s.initramfs.compression, Compression::Gzip);
+        assert_eq!(s.hostname, "virga");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_position() {
+        let e = parse("name = \"t\"\n[kernel]\nmodulez = []\n").unwrap_err().to_string();
+        assert!(e.contains("modulez"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn malformed_toml_is_an_error() {
+        assert!(matches!(parse("name = \n"), Err(SpecError::Parse { .. })));
+    }
+
+    #[test]
+    fn bad_module_name_is_named() {
+        let e = parse("name = \"t\"\n[kernel]\nmodules = [\"ok\", \"../evil\"]\n").unwrap_err();
+        assert!(e.to_string().contains("kernel.modules[1]"), "{e}");
+    }
+
+    #[test]
+    fn local_kernel_needs_vmlinuz() {
+        let e = parse("name = \"t\"\n[kernel]\nsource = \"local\"\n").unwrap_err();
+        assert!(e.to_string().contains("vmlinuz"), "{e}");
+    }
+
+    #[test]
+    fn files_are_checked() {
+        let bad_path = "name = \"t\"\n[kernel]\n[[files]]\npath = \"etc/x\"\ncontent = \"\"\n";
+        assert!(parse(bad_path).unwrap_err().to_string().contains("absolute"));
+        let traversal = "name = \"t\"\n[kernel]\n[[files]]\npath = \"/etc/../x\"\ncontent = \"\"\n";
+        assert!(parse(traversal).is_err());
+        let both =
+            "name = \"t\"\n[kernel]\n[[files]]\npath = \"/x\"\ncontent = \"\"\nsource = \"y\"\n";
+        assert!(parse(both).unwrap_err().to_string().contains("exactly one"));
+        let mode = "name = \"t\"\n[kernel]\n[[files]]\npath = \"/x\"\ncontent = \"\"\nmode = \"rwx\"\n";
+        assert!(parse(mode).unwrap_err().to_string().contains("octal"));
+        let dup = "name = \"t\"\n[kernel]\n[[files]]\npath = \"/x\"\ncontent = \"\"\n[[files]]\npath = \"/x\"\ncontent = \"\"\n";
+        assert!(parse(dup).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn long_cmdline_rejected() {
+        let text = format!("name = \"t\"\n[kernel]\ncmdline = \"{}\"\n", "a".repeat(3000));
+        assert!(parse(&text).unwrap_err().to_string().contains("kernel.cmdline"));
+    }
+
+    #[test]
+    fn hash_is_stable_and_sensitive() {
+        let a = parse(MINIMAL).unwrap();
+        let b = parse(MINIMAL).unwrap();
+        assert_eq!(a.hash(), b.hash());
+        let c = parse("name = \"u\"\n[kernel]\n").unwrap();
+        assert_ne!(a.hash(), c.hash());
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!(parse_mode("0755"), Some(0o755));
+        assert_eq!(parse_mode("644"), Some(0o644));
+        assert_eq!(parse_mode("0o600"), Some(0o600));
+        assert_eq!(parse_mode("9"), None);
+        assert_eq!(parse_mode(""), None);
+        assert_eq!(parse_mode("77777"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(text in "\\PC{0,300}") {
+            let _ = parse(&text);
+        }
+    }
+}

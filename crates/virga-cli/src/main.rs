@@ -1,0 +1,56 @@
+//! `virga`: the host command line. Thin: parses arguments, calls the library crates, prints the
+//! error chain and maps it to an exit code (see `docs/cli.md`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod unikernel;
+
+/// virga: lean operating system images for clouds, containers and unikernels.
+#[derive(Debug, Parser)]
+#[command(name = "virga", version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace). `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Unikernels: build and run one application on the unix, microvm or hvt target.
+    #[command(subcommand)]
+    Unikernel(unikernel::UnikernelCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Unikernel(cmd) => unikernel::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("virga: error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
