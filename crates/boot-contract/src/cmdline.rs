@@ -69,7 +69,11 @@ impl<'a> Cmdline<'a> {
 
     /// The value of the last occurrence of `key` (the kernel's own rule: later wins).
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.params.iter().rev().find(|p| p.key == key).and_then(|p| p.value)
+        self.params
+            .iter()
+            .rev()
+            .find(|p| p.key == key)
+            .and_then(|p| p.value)
     }
 
     /// Whether `key` occurs at all, with or without a value.

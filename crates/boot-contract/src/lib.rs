@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod cmdline;
 pub mod console;
+mod image;
+
+pub use image::{IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry};
 
 /// Version of this contract. Reported in the ready line and in the status document.
 pub const CONTRACT_VERSION: u32 = 1;
@@ -145,7 +148,11 @@ mod tests {
             uptime_ms: 2100.5,
             kernel_ms: 2000.0,
             init_ms: 100.5,
-            stages: vec![StageTiming { name: "mounts".into(), ms: 1.25, result: StageResult::Ok }],
+            stages: vec![StageTiming {
+                name: "mounts".into(),
+                ms: 1.25,
+                result: StageResult::Ok,
+            }],
             errors: 0,
             warnings: 1,
         }
@@ -161,7 +168,10 @@ mod tests {
 
     #[test]
     fn ready_line_found_after_console_noise() {
-        let line = format!("\r[    2.1] random: crng init done{}\r\n", sample().to_line());
+        let line = format!(
+            "\r[    2.1] random: crng init done{}\r\n",
+            sample().to_line()
+        );
         assert!(ReadyReport::parse_line(&line).is_some());
     }
 

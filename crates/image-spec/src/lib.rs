@@ -68,7 +68,9 @@ impl std::str::FromStr for Profile {
         match s {
             "default" => Ok(Profile::Default),
             "minimal" => Ok(Profile::Minimal),
-            other => Err(format!("unknown profile `{other}`: use `default` or `minimal`")),
+            other => Err(format!(
+                "unknown profile `{other}`: use `default` or `minimal`"
+            )),
         }
     }
 }
@@ -233,10 +235,16 @@ impl ImageSpec {
 
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SpecError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().map(Path::to_owned).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         Self::parse(&text, &path.display().to_string(), &base)
     }
 
@@ -253,13 +261,18 @@ impl ImageSpec {
 
     /// Whether BusyBox goes into the image.
     pub fn toolbox(&self) -> bool {
-        self.userland.toolbox.unwrap_or(self.profile == Profile::Default)
+        self.userland
+            .toolbox
+            .unwrap_or(self.profile == Profile::Default)
             || self.userland.init == InitKind::Busybox
     }
 
     /// Whether PID 1 starts a root shell on the console.
     pub fn console_shell(&self) -> bool {
-        self.userland.console_shell.unwrap_or(self.profile == Profile::Default) && self.toolbox()
+        self.userland
+            .console_shell
+            .unwrap_or(self.profile == Profile::Default)
+            && self.toolbox()
     }
 
     /// Applies a profile chosen on the command line.
@@ -281,7 +294,10 @@ impl ImageSpec {
             message,
         };
         if self.name.trim().is_empty() || self.name.contains(['/', '\n']) {
-            return Err(invalid("name", "must be a non-empty single word without `/`".into()));
+            return Err(invalid(
+                "name",
+                "must be a non-empty single word without `/`".into(),
+            ));
         }
         if !valid_hostname(&self.hostname) {
             return Err(invalid(
@@ -331,7 +347,9 @@ impl ImageSpec {
         for (i, m) in k.modules.iter().enumerate() {
             if m.is_empty()
                 || m.len() > 55
-                || !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                || !m
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
                 return Err(invalid(
                     &format!("kernel.modules[{i}]"),
@@ -360,7 +378,10 @@ impl ImageSpec {
             }
             match (&f.source, &f.content) {
                 (Some(_), Some(_)) | (None, None) => {
-                    return Err(invalid(&field, "give exactly one of `source` or `content`".into()));
+                    return Err(invalid(
+                        &field,
+                        "give exactly one of `source` or `content`".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -434,7 +455,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_with_position() {
-        let e = parse("name = \"t\"\n[kernel]\nmodulez = []\n").unwrap_err().to_string();
+        let e = parse("name = \"t\"\n[kernel]\nmodulez = []\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("modulez"), "{e}");
         assert!(e.contains("line 3"), "{e}");
     }
@@ -459,13 +482,19 @@ mod tests {
     #[test]
     fn files_are_checked() {
         let bad_path = "name = \"t\"\n[kernel]\n[[files]]\npath = \"etc/x\"\ncontent = \"\"\n";
-        assert!(parse(bad_path).unwrap_err().to_string().contains("absolute"));
+        assert!(
+            parse(bad_path)
+                .unwrap_err()
+                .to_string()
+                .contains("absolute")
+        );
         let traversal = "name = \"t\"\n[kernel]\n[[files]]\npath = \"/etc/../x\"\ncontent = \"\"\n";
         assert!(parse(traversal).is_err());
         let both =
             "name = \"t\"\n[kernel]\n[[files]]\npath = \"/x\"\ncontent = \"\"\nsource = \"y\"\n";
         assert!(parse(both).unwrap_err().to_string().contains("exactly one"));
-        let mode = "name = \"t\"\n[kernel]\n[[files]]\npath = \"/x\"\ncontent = \"\"\nmode = \"rwx\"\n";
+        let mode =
+            "name = \"t\"\n[kernel]\n[[files]]\npath = \"/x\"\ncontent = \"\"\nmode = \"rwx\"\n";
         assert!(parse(mode).unwrap_err().to_string().contains("octal"));
         let dup = "name = \"t\"\n[kernel]\n[[files]]\npath = \"/x\"\ncontent = \"\"\n[[files]]\npath = \"/x\"\ncontent = \"\"\n";
         assert!(parse(dup).unwrap_err().to_string().contains("twice"));
@@ -473,8 +502,16 @@ mod tests {
 
     #[test]
     fn long_cmdline_rejected() {
-        let text = format!("name = \"t\"\n[kernel]\ncmdline = \"{}\"\n", "a".repeat(3000));
-        assert!(parse(&text).unwrap_err().to_string().contains("kernel.cmdline"));
+        let text = format!(
+            "name = \"t\"\n[kernel]\ncmdline = \"{}\"\n",
+            "a".repeat(3000)
+        );
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("kernel.cmdline")
+        );
     }
 
     #[test]

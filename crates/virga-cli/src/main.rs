@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod build;
+mod run;
 mod unikernel;
 
 /// virga: lean operating system images for clouds, containers and unikernels.
@@ -20,6 +22,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Build an image from a spec: kernel, module closure, initramfs, manifest.
+    Build(build::BuildArgs),
+    /// Boot built artifacts in QEMU (interactive, or --expect-ready for tests and CI).
+    Run(run::RunArgs),
     /// Unikernels: build and run one application on the unix, microvm or hvt target.
     #[command(subcommand)]
     Unikernel(unikernel::UnikernelCommand),
@@ -29,6 +35,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
+        Command::Build(args) => build::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run::run(args),
         Command::Unikernel(cmd) => unikernel::run(cmd),
     };
     match result {
@@ -52,5 +60,8 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

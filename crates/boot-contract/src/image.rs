@@ -1,0 +1,35 @@
+//! The image configuration the builder writes for PID 1.
+
+use serde::{Deserialize, Serialize};
+
+/// Where the builder puts [`ImageConfig`] inside the initramfs.
+pub const IMAGE_CONFIG_PATH: &str = "/etc/virga/image.json";
+
+/// One kernel module PID 1 loads at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleEntry {
+    /// Module name (`virtio_net`).
+    pub name: String,
+    /// Absolute path of the `.ko` file inside the image.
+    pub path: String,
+}
+
+/// What the builder tells PID 1 about the image it is part of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    /// Contract version ([`crate::CONTRACT_VERSION`]).
+    pub contract: u32,
+    /// Image name from the spec.
+    pub name: String,
+    /// Hostname when no datasource and no `virga.hostname=` provides one.
+    pub hostname: String,
+    /// Start a root shell on the console (overridden by `virga.shell=` on the command line).
+    pub console_shell: bool,
+    /// Shell to run on the console, when `console_shell` is set.
+    #[serde(default)]
+    pub shell: Option<String>,
+    /// Kernel release the modules were built for.
+    pub kernel_release: String,
+    /// Modules to load, dependencies first.
+    pub modules: Vec<ModuleEntry>,
+}

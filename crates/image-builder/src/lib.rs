@@ -1,0 +1,696 @@
+//! The image builder: `ImageSpec` in, bootable artifacts and an `ImageManifest` out.
+//!
+//! Pipeline position: second stage. It acquires the kernel ([`kernel`], [`apt`]), picks the
+//! module closure ([`kmod`]), lays out the guest userland in a [`tree::Tree`], encodes it as a
+//! reproducible compressed newc cpio, and writes `vmlinuz`, `initramfs.img` and `manifest.json`
+//! into the output directory — built in a temporary directory and renamed into place at the end,
+//! so a failed build never leaves artifacts that look complete.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use boot_contract::{CONTRACT_VERSION, IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry};
+use image_spec::{
+    Artifact, Compression, ImageManifest, ImageSpec, InitKind, KernelInfo, KernelSource,
+    MANIFEST_FILE, Profile, parse_mode,
+};
+use sha2::{Digest, Sha256};
+
+pub mod apt;
+pub mod kernel;
+pub mod kmod;
+pub mod tree;
+
+use apt::PackageCache;
+use tree::Tree;
+
+/// Debian package carrying the static BusyBox.
+pub const BUSYBOX_PACKAGE: &str = "busybox-static";
+/// File names inside an output directory.
+pub const VMLINUZ: &str = "vmlinuz";
+/// File names inside an output directory.
+pub const INITRAMFS: &str = "initramfs.img";
+/// Where the guest binary lives inside the image.
+pub const GUEST_PATH: &str = "/sbin/virga";
+/// Applets of the guest binary linked into the image (besides `/init`).
+pub const GUEST_LINKS: &[&str] = &["/sbin/init", "/sbin/poweroff", "/sbin/reboot", "/sbin/halt"];
+
+/// What went wrong while building.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Debian package could not be resolved, fetched or unpacked.
+    #[error("package {package}: {message}")]
+    Package {
+        /// `name` or `name=version`.
+        package: String,
+        /// What happened and what to do.
+        message: String,
+    },
+    /// The kernel or its modules are unusable.
+    #[error("kernel: {0}")]
+    Kernel(String),
+    /// A requested module does not exist in the kernel.
+    #[error(
+        "kernel module `{name}` is not in kernel {release}{}; fix or remove it in kernel.modules",
+        suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+    )]
+    UnknownModule {
+        /// As requested.
+        name: String,
+        /// Kernel release searched.
+        release: String,
+        /// Closest existing name.
+        suggestion: Option<String>,
+    },
+    /// The guest binary is missing or unsuitable.
+    #[error("guest binary {path}: {message}")]
+    Guest {
+        /// The binary.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A spec `[[files]]` entry cannot be used.
+    #[error("files: {0}")]
+    Files(String),
+}
+
+impl BuildError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        BuildError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// A progress event, for the CLI to print.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A step started.
+    Step {
+        /// 1-based index.
+        index: usize,
+        /// Number of steps.
+        total: usize,
+        /// What it does.
+        what: String,
+    },
+    /// Detail about the current step.
+    Detail(String),
+}
+
+/// Inputs to [`build`].
+#[derive(Debug)]
+pub struct BuildOptions {
+    /// Output directory (replaced atomically).
+    pub out_dir: PathBuf,
+    /// Guest binary (`virga-guest`, static musl); required when `userland.init = "virga"`.
+    pub guest_binary: Option<PathBuf>,
+    /// Package cache.
+    pub cache: PackageCache,
+    /// Version string recorded in the manifest.
+    pub virga_version: String,
+    /// mtime stamped on every initramfs entry (`SOURCE_DATE_EPOCH`; default 0).
+    pub mtime: u32,
+}
+
+/// One timed build step, for the summary table.
+#[derive(Debug, Clone)]
+pub struct StepTime {
+    /// Step name.
+    pub name: &'static str,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// What [`build`] returns.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// The manifest written to the output directory.
+    pub manifest: ImageManifest,
+    /// Step timings.
+    pub steps: Vec<StepTime>,
+    /// Uncompressed initramfs size.
+    pub cpio_size: u64,
+    /// Number of entries in the initramfs.
+    pub entries: usize,
+    /// Whether the kernel came from the cache.
+    pub kernel_cached: bool,
+    /// Whether apt was unreachable and cached records were used.
+    pub offline: bool,
+}
+
+const STEPS: usize = 5;
+
+/// Builds the image described by `spec`.
+pub fn build(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<BuildReport, BuildError> {
+    let mut steps = Vec::new();
+    let mut timed = |name: &'static str, start: Instant| {
+        steps.push(StepTime {
+            name,
+            elapsed: start.elapsed(),
+        });
+    };
+
+    // 1. Kernel.
+    let t = Instant::now();
+    progress(Progress::Step {
+        index: 1,
+        total: STEPS,
+        what: "kernel".into(),
+    });
+    let k = match spec.kernel.source {
+        KernelSource::Debian => kernel::debian(
+            &opts.cache,
+            &spec.kernel.package,
+            spec.kernel.version.as_deref(),
+        )?,
+        KernelSource::Local => {
+            let base = &spec.base_dir;
+            let vmlinuz = base.join(spec.kernel.vmlinuz.as_deref().unwrap_or(Path::new("")));
+            let modules = spec.kernel.modules_dir.as_ref().map(|m| base.join(m));
+            kernel::local(&vmlinuz, modules.as_deref())?
+        }
+    };
+    progress(Progress::Detail(format!(
+        "{} from {}{}",
+        k.release,
+        k.origin,
+        if k.offline {
+            " (offline: cached)"
+        } else if k.cached {
+            " (cached)"
+        } else {
+            " (downloaded)"
+        }
+    )));
+    timed("kernel", t);
+
+    // 2. Modules.
+    let t = Instant::now();
+    progress(Progress::Step {
+        index: 2,
+        total: STEPS,
+        what: "module closure".into(),
+    });
+    let (closure, index) = match (&k.modules_dir, spec.kernel.modules.is_empty()) {
+        (_, true) => (kmod::Closure::default(), None),
+        (None, false) => {
+            return Err(BuildError::Kernel(format!(
+                "modules are requested but kernel {} comes without a modules directory",
+                k.release
+            )));
+        }
+        (Some(dir), false) => {
+            let index = kmod::ModuleIndex::scan(dir)?;
+            (index.resolve(&spec.kernel.modules)?, Some(index))
+        }
+    };
+    progress(Progress::Detail(format!(
+        "{} requested → {} modules to load, {} built in",
+        spec.kernel.modules.len(),
+        closure.order.len(),
+        closure.builtin.len()
+    )));
+    timed("modules", t);
+
+    // 3. Toolbox.
+    let t = Instant::now();
+    progress(Progress::Step {
+        index: 3,
+        total: STEPS,
+        what: "userland".into(),
+    });
+    let busybox = if spec.toolbox() {
+        let p = opts.cache.fetch(BUSYBOX_PACKAGE, None)?;
+        let dir = opts.cache.unpack(&p)?;
+        let bin = dir.join("bin/busybox");
+        if !bin.is_file() {
+            return Err(BuildError::Package {
+                package: BUSYBOX_PACKAGE.into(),
+                message: "the package has no /bin/busybox".into(),
+            });
+        }
+        progress(Progress::Detail(format!("busybox {}", p.record.version)));
+        Some((bin, p.record.version))
+    } else {
+        None
+    };
+    let guest = match spec.userland.init {
+        InitKind::Virga => {
+            let path = opts.guest_binary.clone().ok_or_else(|| BuildError::Guest {
+                path: PathBuf::from("virga-guest"),
+                message: "no guest binary given; build it with `cargo build --release \
+                          --target x86_64-unknown-linux-musl -p virga-guest`"
+                    .into(),
+            })?;
+            let data = std::fs::read(&path).map_err(|e| BuildError::Guest {
+                path: path.clone(),
+                message: format!("{e}; build it with `cargo build --release --target x86_64-unknown-linux-musl -p virga-guest`"),
+            })?;
+            check_guest_binary(&data).map_err(|message| BuildError::Guest {
+                path: path.clone(),
+                message,
+            })?;
+            progress(Progress::Detail(format!(
+                "guest binary {} bytes",
+                data.len()
+            )));
+            Some(data)
+        }
+        InitKind::Busybox => None,
+    };
+    timed("userland", t);
+
+    // 4. initramfs.
+    let t = Instant::now();
+    progress(Progress::Step {
+        index: 4,
+        total: STEPS,
+        what: "initramfs".into(),
+    });
+    let mut tree = base_tree(spec);
+    let mut module_entries = Vec::new();
+    if let Some(index) = &index {
+        let mod_root = format!("/lib/modules/{}", k.release);
+        for m in &closure.order {
+            let src = index.root().join(&m.rel_path);
+            let mut data = std::fs::read(&src).map_err(|e| BuildError::io(&src, e))?;
+            let mut rel = m.rel_path.to_string_lossy().into_owned();
+            if let Some(stripped) = rel.strip_suffix(".zst") {
+                data = zstd::stream::decode_all(&data[..]).map_err(|e| BuildError::io(&src, e))?;
+                rel = stripped.to_owned();
+            }
+            let path = format!("{mod_root}/{rel}");
+            tree.file(&path, data, 0o644);
+            module_entries.push(ModuleEntry {
+                name: m.name.clone(),
+                path,
+            });
+        }
+        let mut fixed = closure.clone();
+        for m in &mut fixed.order {
+            let rel = m.rel_path.to_string_lossy().into_owned();
+            m.rel_path = PathBuf::from(rel.strip_suffix(".zst").unwrap_or(&rel));
+        }
+        tree.file(
+            &format!("{mod_root}/modules.dep"),
+            kmod::ModuleIndex::modules_dep(&fixed).into_bytes(),
+            0o644,
+        );
+    }
+    if let Some((bin, _)) = &busybox {
+        add_busybox(&mut tree, bin, spec.userland.init == InitKind::Busybox)?;
+    }
+    if let Some(data) = &guest {
+        tree.file(GUEST_PATH, data.clone(), 0o755);
+        tree.symlink("/init", GUEST_PATH);
+        for link in GUEST_LINKS {
+            tree.symlink(link, "virga");
+        }
+        tree.symlink("/usr/bin/virga", GUEST_PATH);
+    }
+    let config = ImageConfig {
+        contract: CONTRACT_VERSION,
+        name: spec.name.clone(),
+        hostname: spec.hostname.clone(),
+        console_shell: spec.console_shell(),
+        shell: busybox.as_ref().map(|_| "/bin/sh".to_owned()),
+        kernel_release: k.release.clone(),
+        modules: module_entries,
+    };
+    let config_json = serde_json::to_string_pretty(&config).unwrap_or_default();
+    tree.file(IMAGE_CONFIG_PATH, config_json.into_bytes(), 0o644);
+    add_spec_files(&mut tree, spec)?;
+
+    let mut cpio = Vec::new();
+    let cpio_size = tree
+        .write_cpio(&mut cpio, opts.mtime)
+        .map_err(|e| BuildError::io(Path::new("initramfs.cpio"), e))?;
+    let initramfs = compress(&cpio, spec.initramfs.compression)
+        .map_err(|e| BuildError::io(Path::new("initramfs.img"), e))?;
+    progress(Progress::Detail(format!(
+        "{} entries, {} bytes cpio → {} bytes {:?}",
+        tree.len(),
+        cpio_size,
+        initramfs.len(),
+        spec.initramfs.compression
+    )));
+    timed("initramfs", t);
+
+    // 5. Output.
+    let t = Instant::now();
+    progress(Progress::Step {
+        index: 5,
+        total: STEPS,
+        what: format!("write {}", opts.out_dir.display()),
+    });
+    let vmlinuz = std::fs::read(&k.vmlinuz).map_err(|e| BuildError::io(&k.vmlinuz, e))?;
+    let artifacts = vec![artifact(VMLINUZ, &vmlinuz), artifact(INITRAMFS, &initramfs)];
+    let manifest = ImageManifest {
+        virga_version: opts.virga_version.clone(),
+        name: spec.name.clone(),
+        profile: match spec.profile {
+            Profile::Default => "default".into(),
+            Profile::Minimal => "minimal".into(),
+        },
+        spec_sha256: spec.hash(),
+        kernel: KernelInfo {
+            release: k.release.clone(),
+            origin: k.origin.clone(),
+            origin_sha256: k.origin_sha256.clone(),
+        },
+        cmdline: spec.kernel.cmdline.clone(),
+        modules: closure.order.iter().map(|m| m.name.clone()).collect(),
+        builtin_modules: closure.builtin.clone(),
+        init: match spec.userland.init {
+            InitKind::Virga => "virga".into(),
+            InitKind::Busybox => "busybox".into(),
+        },
+        busybox: busybox.as_ref().map(|(_, v)| v.clone()),
+        guest_binary_size: guest.as_ref().map(|g| g.len() as u64),
+        artifacts,
+    };
+    write_output(
+        &opts.out_dir,
+        &[
+            (VMLINUZ, &vmlinuz[..]),
+            (INITRAMFS, &initramfs[..]),
+            (MANIFEST_FILE, manifest.to_json().as_bytes()),
+        ],
+    )?;
+    timed("write", t);
+
+    Ok(BuildReport {
+        manifest,
+        steps,
+        cpio_size,
+        entries: tree.len(),
+        kernel_cached: k.cached,
+        offline: k.offline,
+    })
+}
+
+fn artifact(name: &str, data: &[u8]) -> Artifact {
+    Artifact {
+        name: name.into(),
+        size: data.len() as u64,
+        sha256: hex::encode(Sha256::digest(data)),
+    }
+}
+
+/// Checks that `data` is a static x86-64 ELF executable.
+pub fn check_guest_binary(data: &[u8]) -> Result<(), String> {
+    use object::{Architecture, Object, ObjectKind};
+    let file = object::File::parse(data).map_err(|_| {
+        "not an ELF executable; build it with `cargo build --release --target x86_64-unknown-linux-musl -p virga-guest`".to_owned()
+    })?;
+    if file.architecture() != Architecture::X86_64 {
+        return Err(format!(
+            "built for {:?}, the image needs x86_64",
+            file.architecture()
+        ));
+    }
+    if !matches!(file.kind(), ObjectKind::Executable | ObjectKind::Dynamic) {
+        return Err("not an executable".into());
+    }
+    if file.section_by_name(".interp").is_some() {
+        return Err(
+            "dynamically linked (has an ELF interpreter); build it for the \
+                    x86_64-unknown-linux-musl target so it is static"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn base_tree(spec: &ImageSpec) -> Tree {
+    let mut t = Tree::new();
+    for (d, mode) in [
+        ("/proc", 0o555),
+        ("/sys", 0o555),
+        ("/dev", 0o755),
+        ("/run", 0o755),
+        ("/tmp", 0o1777),
+        ("/root", 0o700),
+        ("/home", 0o755),
+        ("/mnt", 0o755),
+        ("/var/lib/virga", 0o755),
+        ("/var/log", 0o755),
+        ("/etc/virga", 0o755),
+        ("/bin", 0o755),
+        ("/sbin", 0o755),
+        ("/usr/bin", 0o755),
+        ("/usr/sbin", 0o755),
+    ] {
+        t.dir(d, mode);
+    }
+    t.char_dev("/dev/console", 5, 1, 0o600);
+    t.char_dev("/dev/null", 1, 3, 0o666);
+    let shell = if spec.toolbox() {
+        "/bin/sh"
+    } else {
+        "/sbin/nologin"
+    };
+    // Root has no password (`*`): there is no default password to guess. Access is by SSH key
+    // (from metadata) or, in the default test profile, the console shell.
+    t.file(
+        "/etc/passwd",
+        format!("root:x:0:0:root:/root:{shell}\n").into_bytes(),
+        0o644,
+    );
+    t.file("/etc/shadow", b"root:*:0:0:99999:7:::\n".to_vec(), 0o600);
+    t.file("/etc/group", b"root:x:0:\n".to_vec(), 0o644);
+    t.file(
+        "/etc/hosts",
+        b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n".to_vec(),
+        0o644,
+    );
+    t.file(
+        "/etc/hostname",
+        format!("{}\n", spec.hostname).into_bytes(),
+        0o644,
+    );
+    t.file(
+        "/etc/os-release",
+        format!(
+            "NAME=virga\nID=virga\nPRETTY_NAME=\"virga {v}\"\nVERSION_ID={v}\nVARIANT_ID={name}\n",
+            v = env!("CARGO_PKG_VERSION"),
+            name = spec.name
+        )
+        .into_bytes(),
+        0o644,
+    );
+    t.file(
+        "/etc/profile",
+        b"export PATH=/usr/sbin:/usr/bin:/sbin:/bin\nexport PS1='\\h:\\w\\$ '\n".to_vec(),
+        0o644,
+    );
+    t
+}
+
+fn add_busybox(tree: &mut Tree, bin: &Path, busybox_init: bool) -> Result<(), BuildError> {
+    let data = std::fs::read(bin).map_err(|e| BuildError::io(bin, e))?;
+    let out = std::process::Command::new(bin)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| BuildError::Package {
+            package: BUSYBOX_PACKAGE.into(),
+            message: format!("cannot run {} --list-full: {e}", bin.display()),
+        })?;
+    tree.file("/bin/busybox", data, 0o755);
+    let list = String::from_utf8_lossy(&out.stdout);
+    let mut links = 0;
+    for applet in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = format!("/{applet}");
+        if !busybox_init && (GUEST_LINKS.contains(&path.as_str()) || path == "/init") {
+            continue;
+        }
+        if tree.contains(&path) {
+            continue;
+        }
+        tree.symlink(&path, "/bin/busybox");
+        links += 1;
+    }
+    if links == 0 {
+        return Err(BuildError::Package {
+            package: BUSYBOX_PACKAGE.into(),
+            message: "busybox --list-full printed no applets".into(),
+        });
+    }
+    if busybox_init {
+        tree.symlink("/init", "/bin/busybox");
+    }
+    Ok(())
+}
+
+fn add_spec_files(tree: &mut Tree, spec: &ImageSpec) -> Result<(), BuildError> {
+    for f in &spec.files {
+        let data = match (&f.source, &f.content) {
+            (Some(src), _) => {
+                let p = spec.base_dir.join(src);
+                std::fs::read(&p).map_err(|e| {
+                    BuildError::Files(format!("{}: cannot read {}: {e}", f.path, p.display()))
+                })?
+            }
+            (None, Some(c)) => c.clone().into_bytes(),
+            (None, None) => Vec::new(),
+        };
+        let mode = parse_mode(&f.mode).unwrap_or(0o644);
+        if matches!(tree.get(&f.path), Some(tree::Node::Dir { .. })) {
+            return Err(BuildError::Files(format!(
+                "{} is a directory in the image",
+                f.path
+            )));
+        }
+        tree.file(&f.path, data, mode);
+    }
+    Ok(())
+}
+
+/// Compresses an initramfs deterministically (no timestamps, no file names).
+pub fn compress(data: &[u8], how: Compression) -> std::io::Result<Vec<u8>> {
+    match how {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Gzip => {
+            let mut enc = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(3)
+                .write(Vec::new(), flate2::Compression::best());
+            enc.write_all(data)?;
+            enc.finish()
+        }
+        Compression::Zstd => {
+            // The kernel's zstd decoder needs a bounded window; level 19 keeps it at 8 MiB.
+            let mut enc = zstd::stream::Encoder::new(Vec::new(), 19)?;
+            enc.include_checksum(true)?;
+            enc.write_all(data)?;
+            enc.finish()
+        }
+    }
+}
+
+/// Writes files into `out_dir` atomically: everything goes into a sibling temporary directory
+/// that replaces `out_dir` only once complete.
+fn write_output(out_dir: &Path, files: &[(&str, &[u8])]) -> Result<(), BuildError> {
+    let parent = match out_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| BuildError::io(&parent, e))?;
+    let name = out_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("out");
+    let tmp = parent.join(format!(".{name}.building-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = (|| {
+        std::fs::create_dir(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
+        for (file, data) in files {
+            let p = tmp.join(file);
+            std::fs::write(&p, data).map_err(|e| BuildError::io(&p, e))?;
+        }
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        if out_dir.exists() {
+            std::fs::rename(out_dir, &old).map_err(|e| BuildError::io(out_dir, e))?;
+        }
+        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_deterministic_and_readable() {
+        let data = b"hello initramfs".repeat(100);
+        let a = compress(&data, Compression::Gzip).unwrap();
+        assert_eq!(a, compress(&data, Compression::Gzip).unwrap());
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&a[..]), &mut back).unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn zstd_round_trips() {
+        let data = b"zstd initramfs".repeat(100);
+        let a = compress(&data, Compression::Zstd).unwrap();
+        assert_eq!(zstd::stream::decode_all(&a[..]).unwrap(), data);
+    }
+
+    #[test]
+    fn guest_binary_checks() {
+        assert!(
+            check_guest_binary(b"#!/bin/sh")
+                .unwrap_err()
+                .contains("not an ELF")
+        );
+        // The test binary itself is a dynamically linked (or static-pie) x86-64 executable.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        match check_guest_binary(&me) {
+            Ok(()) => {}
+            Err(e) => assert!(e.contains("dynamically linked"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn output_replaces_atomically() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        write_output(&out, &[("a", b"1")]).unwrap();
+        write_output(&out, &[("b", b"2")]).unwrap();
+        assert!(!out.join("a").exists());
+        assert_eq!(std::fs::read(out.join("b")).unwrap(), b"2");
+        let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+
+    #[test]
+    fn failed_output_leaves_nothing_complete() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        // A file name with a slash into a missing directory fails midway.
+        assert!(write_output(&out, &[("a", b"1"), ("missing/b", b"2")]).is_err());
+        assert!(!out.exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn base_tree_has_console_and_locked_root() {
+        let t = base_tree(&ImageSpec::builtin());
+        assert!(matches!(
+            t.get("/dev/console"),
+            Some(tree::Node::CharDev {
+                major: 5,
+                minor: 1,
+                ..
+            })
+        ));
+        match t.get("/etc/shadow") {
+            Some(tree::Node::File { data, .. }) => assert!(data.starts_with(b"root:*:")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `virga build`: spec → artifacts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use image_builder::{BuildOptions, Progress, apt};
+use image_spec::{ImageSpec, InitKind, Profile};
+
+/// Arguments of `virga build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Image spec to build (default: ./virga.toml if present, else the built-in default).
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// Output directory; replaced atomically when the build succeeds.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    pub out: PathBuf,
+    /// Override the spec's profile: `default` or `minimal`.
+    #[arg(long)]
+    pub profile: Option<Profile>,
+    /// Use this prebuilt guest binary instead of building `virga-guest` with cargo.
+    #[arg(long, value_name = "PATH")]
+    pub guest_binary: Option<PathBuf>,
+    /// Print the manifest as JSON on stdout instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
+    /// Progress lines off.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Loads the spec the way `virga build` and `virga run` agree on.
+pub fn load_spec(path: Option<&Path>, profile: Option<Profile>) -> anyhow::Result<ImageSpec> {
+    let spec = match path {
+        Some(p) => ImageSpec::load(p)?,
+        None if Path::new("virga.toml").is_file() => ImageSpec::load(Path::new("virga.toml"))?,
+        None => ImageSpec::builtin(),
+    };
+    Ok(match profile {
+        Some(p) => spec.with_profile(p),
+        None => spec,
+    })
+}
+
+/// Runs `virga build`.
+pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+    let spec = load_spec(args.spec.as_deref(), args.profile)?;
+    let quiet = args.quiet;
+    let mut progress = |p: Progress| {
+        if quiet {
+            return;
+        }
+        match p {
+            Progress::Step { index, total, what } => eprintln!("[{index}/{total}] {what}"),
+            Progress::Detail(d) => eprintln!("      {d}"),
+        }
+    };
+    let guest_binary = match spec.userland.init {
+        InitKind::Busybox => None,
+        InitKind::Virga => Some(resolve_guest_binary(
+            args.guest_binary
+                .as_deref()
+                .or(spec.userland.guest_binary.as_deref()),
+            &spec.base_dir,
+            quiet,
+        )?),
+    };
+    let mtime = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let opts = BuildOptions {
+        out_dir: args.out.clone(),
+        guest_binary,
+        cache: apt::PackageCache::new(apt::cache_dir()),
+        virga_version: env!("CARGO_PKG_VERSION").into(),
+        mtime,
+    };
+    let report = image_builder::build(&spec, &opts, &mut progress)?;
+    let m = &report.manifest;
+    if args.json {
+        print!("{}", m.to_json());
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\nbuilt {} ({} profile) in {}",
+        m.name,
+        m.profile,
+        args.out.display()
+    )?;
+    writeln!(out, "  {:<16} {:>12}  sha256", "artifact", "bytes")?;
+    for a in &m.artifacts {
+        writeln!(out, "  {:<16} {:>12}  {}", a.name, a.size, &a.sha256[..16])?;
+    }
+    writeln!(
+        out,
+        "  kernel           {} ({})",
+        m.kernel.release, m.kernel.origin
+    )?;
+    writeln!(
+        out,
+        "  modules          {} in image ({} requested built in)",
+        m.modules.len(),
+        m.builtin_modules.len()
+    )?;
+    if let Some(g) = m.guest_binary_size {
+        writeln!(out, "  guest binary     {g} bytes")?;
+    }
+    writeln!(
+        out,
+        "  busybox          {}",
+        m.busybox.as_deref().unwrap_or("(not included)")
+    )?;
+    writeln!(
+        out,
+        "  initramfs        {} entries, {} bytes uncompressed",
+        report.entries, report.cpio_size
+    )?;
+    let steps: Vec<String> = report
+        .steps
+        .iter()
+        .map(|s| format!("{} {:.2}s", s.name, s.elapsed.as_secs_f64()))
+        .collect();
+    writeln!(out, "  time             {}", steps.join(", "))?;
+    if report.offline {
+        writeln!(
+            out,
+            "  note: apt was unreachable; cached packages were used"
+        )?;
+    }
+    Ok(())
+}
+
+/// Finds the guest binary: an explicit path, `$VIRGA_GUEST_BINARY`, a fresh cargo build when
+/// running from the source tree, or `virga-guest` next to the `virga` executable.
+pub fn resolve_guest_binary(
+    explicit: Option<&Path>,
+    base: &Path,
+    quiet: bool,
+) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        let p = if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        };
+        return Ok(p);
+    }
+    if let Some(p) = std::env::var_os("VIRGA_GUEST_BINARY").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if workspace.join("crates/virga-guest/Cargo.toml").is_file() {
+        return cargo_build_guest(&workspace, quiet);
+    }
+    let exe = std::env::current_exe().context("cannot find the virga executable")?;
+    let sibling = exe.with_file_name("virga-guest");
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
+    bail!(
+        "no guest binary: pass --guest-binary PATH, set VIRGA_GUEST_BINARY, or install virga-guest \
+         next to {}",
+        exe.display()
+    )
+}
+
+const GUEST_TARGET: &str = "x86_64-unknown-linux-musl";
+
+fn cargo_build_guest(workspace: &Path, quiet: bool) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    if !quiet {
+        eprintln!(
+            "[0/5] guest binary (cargo build --release --target {GUEST_TARGET} -p virga-guest)"
+        );
+    }
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            GUEST_TARGET,
+            "-p",
+            "virga-guest",
+        ])
+        .arg(if quiet { "-q" } else { "--color=never" })
+        .current_dir(workspace)
+        .status()
+        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+    if !status.success() {
+        bail!(
+            "building the guest binary failed ({status}); if the target is missing, run \
+             `rustup target add {GUEST_TARGET}`"
+        );
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let target_dir = if target_dir.is_absolute() {
+        target_dir
+    } else {
+        workspace.join(target_dir)
+    };
+    Ok(target_dir.join(GUEST_TARGET).join("release/virga-guest"))
+}

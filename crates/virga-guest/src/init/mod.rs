@@ -1,0 +1,239 @@
+//! PID 1: the boot sequence (`docs/boot-sequence.md`).
+//!
+//! Stages run in a fixed order, each timed; a stage that fails or overruns its deadline is
+//! recorded and boot goes on. PID 1 never exits: after the ready line it supervises services
+//! and waits for a shutdown request.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use boot_contract::cmdline::{self, Cmdline};
+use boot_contract::{
+    CONTRACT_VERSION, IMAGE_CONFIG_PATH, ImageConfig, Problem, StageResult, StageTiming, Status,
+};
+
+use crate::log::uptime;
+
+mod early;
+mod hostname;
+mod modules;
+mod net;
+mod power_button;
+mod report;
+mod rng;
+pub mod shutdown;
+mod supervisor;
+
+/// Shared boot state: configuration in, status out.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The kernel command line.
+    pub cmdline: String,
+    /// What the image builder told us.
+    pub image: ImageConfig,
+    status: Mutex<Status>,
+}
+
+impl Ctx {
+    /// The parsed kernel command line.
+    pub fn cmd(&self) -> Cmdline<'_> {
+        Cmdline::parse(&self.cmdline)
+    }
+
+    /// Records and logs a warning.
+    pub fn warn(&self, source: &str, message: impl Into<String>) {
+        let message = message.into();
+        tracing::warn!("{source}: {message}");
+        self.update(|s| {
+            s.warnings.push(Problem {
+                source: source.into(),
+                message,
+            })
+        });
+    }
+
+    /// Records and logs an error; boot goes on.
+    pub fn error(&self, source: &str, message: impl Into<String>) {
+        let message = message.into();
+        tracing::error!("{source}: {message}");
+        self.update(|s| {
+            s.errors.push(Problem {
+                source: source.into(),
+                message,
+            })
+        });
+    }
+
+    /// Changes the status document.
+    pub fn update(&self, f: impl FnOnce(&mut Status)) {
+        let mut guard = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard);
+    }
+
+    /// A copy of the status document.
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A boot stage: does its work, returns whether it did anything; errors are recorded.
+type StageFn = fn(&Ctx) -> anyhow::Result<StageResult>;
+
+/// Default ceiling for one stage (`virga.stage_timeout=` overrides).
+const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// PID 1 entry point.
+pub fn main() -> ! {
+    let boot_start = uptime();
+    let t0 = Instant::now();
+    supervisor::block_signals();
+
+    // Stages that must run before anything else exists: no threads, no logging yet.
+    let mut early_stages = Vec::new();
+    let t = Instant::now();
+    let mount_errors = early::mount_all();
+    early_stages.push(timing("mounts", t, mount_errors.is_empty()));
+    let t = Instant::now();
+    let console_ok = early::console();
+    let cmdline_text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let level = Cmdline::parse(&cmdline_text)
+        .get(cmdline::LOG)
+        .and_then(crate::log::parse_level)
+        .unwrap_or(tracing::Level::INFO);
+    crate::log::init(level);
+    early_stages.push(timing("console", t, console_ok));
+    tracing::info!(
+        "virga {} starting as PID 1 ({:.3}s after kernel start)",
+        env!("CARGO_PKG_VERSION"),
+        boot_start
+    );
+
+    let (image, image_error) = match std::fs::read_to_string(IMAGE_CONFIG_PATH)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str::<ImageConfig>(&t).map_err(|e| e.to_string()))
+    {
+        Ok(c) => (c, None),
+        Err(e) => (
+            ImageConfig {
+                hostname: "virga".into(),
+                ..ImageConfig::default()
+            },
+            Some(format!("{IMAGE_CONFIG_PATH}: {e}; using defaults")),
+        ),
+    };
+    let ctx = Arc::new(Ctx {
+        cmdline: cmdline_text.trim().to_owned(),
+        image,
+        status: Mutex::new(Status {
+            contract: CONTRACT_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+            kernel: nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            kernel_ms: boot_start * 1000.0,
+            stages: early_stages,
+            ..Status::default()
+        }),
+    });
+    for e in mount_errors {
+        ctx.error("mounts", e);
+    }
+    if !console_ok {
+        ctx.warn("console", "no usable /dev/console; output may be lost");
+    }
+    if let Some(e) = image_error {
+        ctx.error("image", e);
+    }
+
+    let timeout = ctx
+        .cmd()
+        .get(cmdline::STAGE_TIMEOUT)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_STAGE_TIMEOUT);
+    let stages: &[(&str, StageFn)] = &[
+        ("modules", modules::load),
+        ("loopback", net::loopback),
+        ("rng", rng::seed),
+        ("hostname", hostname::set),
+    ];
+    for (name, f) in stages {
+        run_stage(&ctx, name, *f, timeout);
+    }
+    power_button::watch();
+
+    let t = Instant::now();
+    report::print_status_block(&ctx);
+    ctx.update(|s| s.stages.push(timing("report", t, true)));
+
+    let init_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    ctx.update(|s| {
+        s.init_ms = init_ms;
+        s.ready = true;
+    });
+    report::ready(&ctx, init_ms);
+
+    supervisor::run(ctx)
+}
+
+fn timing(name: &str, start: Instant, ok: bool) -> StageTiming {
+    StageTiming {
+        name: name.into(),
+        ms: start.elapsed().as_secs_f64() * 1000.0,
+        result: if ok {
+            StageResult::Ok
+        } else {
+            StageResult::Failed
+        },
+    }
+}
+
+/// Runs one stage on its own thread with a deadline. A stage that panics, fails or overruns is
+/// recorded as failed; an overrunning stage keeps running in the background.
+fn run_stage(ctx: &Arc<Ctx>, name: &'static str, f: StageFn, timeout: Duration) {
+    let start = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = Arc::clone(ctx);
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&c)));
+            let _ = tx.send(r);
+        });
+    let result = match spawned {
+        Err(e) => {
+            ctx.error(name, format!("cannot start stage thread: {e}"));
+            StageResult::Failed
+        }
+        Ok(_) => match rx.recv_timeout(timeout) {
+            Ok(Ok(Ok(r))) => r,
+            Ok(Ok(Err(e))) => {
+                ctx.error(name, format!("{e:#}"));
+                StageResult::Failed
+            }
+            Ok(Err(_)) => {
+                ctx.error(name, "stage panicked; continuing");
+                StageResult::Failed
+            }
+            Err(_) => {
+                ctx.error(
+                    name,
+                    format!("did not finish within {}s; continuing", timeout.as_secs()),
+                );
+                StageResult::Failed
+            }
+        },
+    };
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    tracing::debug!("stage {name}: {result:?} in {ms:.1} ms");
+    ctx.update(|s| {
+        s.stages.push(StageTiming {
+            name: name.into(),
+            ms,
+            result,
+        })
+    });
+}

@@ -1,0 +1,47 @@
+//! Guest logging: `tracing` events to the console (stderr), stamped with seconds since boot
+//! like the kernel's own lines, so the two interleave readably.
+
+use std::fmt;
+
+use tracing::Level;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+
+/// Seconds since the kernel started (`CLOCK_BOOTTIME`).
+pub fn uptime() -> f64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+        .unwrap_or(0.0)
+}
+
+struct Uptime;
+
+impl FormatTime for Uptime {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        write!(w, "[{:>9.6}] virga:", uptime())
+    }
+}
+
+/// Parses `virga.log=` values.
+pub fn parse_level(s: &str) -> Option<Level> {
+    match s.to_ascii_lowercase().as_str() {
+        "error" => Some(Level::ERROR),
+        "warn" | "warning" => Some(Level::WARN),
+        "info" => Some(Level::INFO),
+        "debug" => Some(Level::DEBUG),
+        "trace" => Some(Level::TRACE),
+        _ => None,
+    }
+}
+
+/// Installs the console logger. Safe to call once; later calls are ignored.
+pub fn init(level: Level) {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_timer(Uptime)
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

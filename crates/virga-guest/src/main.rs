@@ -1,0 +1,35 @@
+//! `virga-guest`: the one static binary inside every virga image.
+//!
+//! Pipeline position: the last stage. The kernel starts it as PID 1 (`/init` → `/sbin/virga`);
+//! it brings the machine up, reports status on the console, supervises services and shuts the
+//! machine down cleanly. The same binary is a multi-call tool: invoked as `poweroff`, `reboot`,
+//! `halt` or as `virga <applet>` it runs that applet instead.
+
+use std::process::ExitCode;
+
+mod applets;
+mod init;
+mod log;
+mod sys;
+
+fn main() -> ExitCode {
+    if std::process::id() == 1 {
+        init::main();
+    }
+    let mut args: Vec<String> = std::env::args().collect();
+    let argv0 = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
+        .unwrap_or_default();
+    let applet = if argv0 == "virga" || argv0 == "virga-guest" {
+        if args.len() < 2 {
+            applets::usage();
+            return ExitCode::from(2);
+        }
+        args.remove(0);
+        args[0].clone()
+    } else {
+        argv0
+    };
+    applets::run(&applet, &args[1..])
+}

@@ -1,0 +1,132 @@
+//! The few system calls nix does not wrap safely. Every `unsafe` block of the guest lives here.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// In a forked child: unblock every signal. PID 1 blocks the signals it handles and a fork
+/// inherits the mask across exec, which would make services immune to SIGTERM and SIGHUP.
+///
+/// # Safety
+/// Only call between fork and exec; it uses async-signal-safe calls only.
+unsafe fn clear_signal_mask() -> io::Result<()> {
+    // SAFETY: `set` is a local sigset_t initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        if libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Makes the child a session leader with `/dev/<tty>` (its stdin) as controlling terminal.
+pub fn spawn_session_leader(cmd: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
+    // functions (sigprocmask, setsid, ioctl) on file descriptor 0, which the parent set up.
+    unsafe {
+        cmd.pre_exec(|| {
+            clear_signal_mask()?;
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 1) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Puts the child in a new session without a controlling terminal (services).
+pub fn spawn_new_session(cmd: &mut Command) -> &mut Command {
+    // SAFETY: sigprocmask and setsid are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            clear_signal_mask()?;
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    // SAFETY: ifreq is a plain C struct for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn inet_socket() -> io::Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Sets IFF_UP on an interface (`ip link set NAME up`).
+pub fn interface_up(name: &str) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let mut req = ifreq(name)?;
+    // SAFETY: `req` is a valid, initialised ifreq that outlives the call; SIOCGIFFLAGS writes
+    // only into it.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFFLAGS the union holds the flags member.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS reads the flags from `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `RNDADDENTROPY`: mixes `data` into the kernel pool and credits `bits` of entropy.
+pub fn add_entropy(random: &std::fs::File, data: &[u8], bits: u32) -> io::Result<()> {
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut buf = Vec::with_capacity(8 + data.len());
+    let bits = i32::try_from(bits.min(data.len() as u32 * 8)).unwrap_or(0);
+    buf.extend_from_slice(&bits.to_ne_bytes());
+    buf.extend_from_slice(&(data.len() as i32).to_ne_bytes());
+    buf.extend_from_slice(data);
+    // Pad to a whole number of u32 words as the kernel reads buf_size bytes only.
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+    // SAFETY: `buf` is a correctly laid out rand_pool_info of 8 + data.len() bytes that lives
+    // across the call; the kernel only reads it.
+    if unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY as _, buf.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the kernel's CRNG is initialised (getrandom would not block).
+pub fn crng_ready() -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: the buffer is valid for 1 byte; GRND_NONBLOCK makes the call return at once.
+    let r = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 1, libc::GRND_NONBLOCK) };
+    r == 1
+}
