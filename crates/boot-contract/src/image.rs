@@ -12,6 +12,9 @@ pub struct ModuleEntry {
     pub name: String,
     /// Absolute path of the `.ko` file inside the image.
     pub path: String,
+    /// Names of modules (also in the list) that must be loaded first.
+    #[serde(default)]
+    pub depends: Vec<String>,
 }
 
 /// What the builder tells PID 1 about the image it is part of.

@@ -301,6 +301,7 @@ pub fn build(
             module_entries.push(ModuleEntry {
                 name: m.name.clone(),
                 path,
+                depends: m.depends.clone(),
             });
         }
         let mut fixed = closure.clone();

@@ -67,7 +67,8 @@ pub struct RunArgs {
     /// Accelerator.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
-    /// Print the ready report as JSON on stdout (with --expect-ready).
+    /// Print `{"wall_ms", "powered_off", "ready": <ready report>}` as JSON on stdout (with
+    /// --expect-ready).
     #[arg(long)]
     pub json: bool,
 }
@@ -167,9 +168,17 @@ fn expect_ready(cfg: &VmConfig, timeout: u64, json: bool) -> anyhow::Result<Exit
     let exited = vm.wait_exit(Duration::from_secs(15));
     let clean = off.is_ok() && exited.is_some_and(|s| s.success());
     match (&report, json) {
-        (Some(r), true) => println!("{}", serde_json::to_string(r)?),
+        (Some(r), true) => println!(
+            "{}",
+            serde_json::json!({
+                "wall_ms": wall.as_secs_f64() * 1000.0,
+                "powered_off": clean,
+                "ready": r,
+            })
+        ),
         (Some(r), false) => eprintln!(
-            "virga: ready after {:.2}s wall (guest: kernel {:.0} ms, init→ready {:.0} ms, {} errors, {} warnings){}",
+            "virga: ready after {:.2}s wall (guest: kernel {:.0} ms, init→ready {:.0} ms, {} errors, \
+             {} warnings){}",
             wall.as_secs_f64(),
             r.kernel_ms,
             r.init_ms,

@@ -19,7 +19,7 @@ struct Uptime;
 
 impl FormatTime for Uptime {
     fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
-        write!(w, "[{:>9.6}] virga:", uptime())
+        write!(w, "[{:>12.6}] virga:", uptime())
     }
 }
 

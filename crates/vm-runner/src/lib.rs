@@ -250,6 +250,8 @@ pub struct Vm {
     qmp_path: PathBuf,
     runtime_dir: PathBuf,
     started: Instant,
+    /// Console lines before this index have been consumed by [`Vm::wait_for`].
+    cursor: usize,
 }
 
 /// Whether QEMU is on the PATH.
@@ -284,7 +286,7 @@ impl Vm {
             .stdin(if cfg.interactive {
                 Stdio::inherit()
             } else {
-                Stdio::null()
+                Stdio::piped()
             });
         tracing::debug!("launching {QEMU} {:?}", cfg.qemu_args());
         let mut child = cmd.spawn().map_err(|e| {
@@ -327,6 +329,7 @@ impl Vm {
             qmp_path,
             runtime_dir,
             started: Instant::now(),
+            cursor: 0,
         })
     }
 
@@ -345,8 +348,9 @@ impl Vm {
             .clone()
     }
 
-    /// Waits until a console line satisfies `pred` and returns it. Fails on a kernel panic, when
-    /// QEMU exits, or at the deadline. `what` names the awaited line in errors.
+    /// Waits for the next console line (after the one the previous call matched) that satisfies
+    /// `pred`, and returns it. Fails on a kernel panic, when QEMU exits, or at the deadline.
+    /// `what` names the awaited line in errors.
     pub fn wait_for(
         &mut self,
         what: &str,
@@ -354,7 +358,7 @@ impl Vm {
         mut pred: impl FnMut(&str) -> bool,
     ) -> Result<String, VmError> {
         let deadline = Instant::now() + timeout;
-        let mut seen = 0;
+        let mut seen = self.cursor;
         let (m, cv) = &*self.console;
         let mut guard = m.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -362,6 +366,7 @@ impl Vm {
                 let line = &guard.lines[seen];
                 seen += 1;
                 if pred(line) {
+                    self.cursor = seen;
                     return Ok(line.clone());
                 }
                 if line.contains(KERNEL_PANIC) {
@@ -388,13 +393,43 @@ impl Vm {
         }
     }
 
+    /// Types `text` on the serial console (non-interactive VMs only).
+    pub fn send(&mut self, text: &str) -> Result<(), VmError> {
+        let stdin =
+            self.child.stdin.as_mut().ok_or_else(|| {
+                VmError::Qmp("console input is the terminal (interactive VM)".into())
+            })?;
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| VmError::io("console input", e))?;
+        stdin.flush().map_err(|e| VmError::io("console input", e))
+    }
+
     /// Presses the ACPI power button (QMP `system_powerdown`), as a cloud's "stop" does.
     pub fn press_power_button(&self) -> Result<(), VmError> {
         self.qmp("system_powerdown")
     }
 
-    /// Sends one QMP command and waits for its answer.
+    /// Presses Ctrl-Alt-Del on the VM's keyboard.
+    pub fn ctrl_alt_del(&self) -> Result<(), VmError> {
+        let keys: Vec<serde_json::Value> = ["ctrl", "alt", "delete"]
+            .iter()
+            .map(|k| serde_json::json!({"type": "qcode", "data": k}))
+            .collect();
+        self.qmp_with("send-key", Some(serde_json::json!({ "keys": keys })))
+    }
+
+    /// Sends one QMP command without arguments and waits for its answer.
     pub fn qmp(&self, command: &str) -> Result<(), VmError> {
+        self.qmp_with(command, None)
+    }
+
+    /// Sends one QMP command and waits for its answer.
+    pub fn qmp_with(
+        &self,
+        command: &str,
+        arguments: Option<serde_json::Value>,
+    ) -> Result<(), VmError> {
         let stream = UnixStream::connect(&self.qmp_path)
             .map_err(|e| VmError::io(format!("QMP socket {}", self.qmp_path.display()), e))?;
         stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
@@ -428,8 +463,12 @@ impl Vm {
             .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
             .map_err(|e| VmError::io("QMP write", e))?;
         expect_return(&mut reader, &mut line)?;
+        let mut request = serde_json::json!({ "execute": command });
+        if let Some(args) = arguments {
+            request["arguments"] = args;
+        }
         writer
-            .write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())
+            .write_all(format!("{request}\n").as_bytes())
             .map_err(|e| VmError::io("QMP write", e))?;
         expect_return(&mut reader, &mut line)
     }

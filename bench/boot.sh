@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Boot benchmark: virga's Rust PID 1 against a CirrOS-style baseline (BusyBox init + shell
+# scripts doing the same work) built in the same run, on the same kernel, booted the same way.
+#
+#   bash bench/boot.sh [--runs N] [--record]
+#
+# Prints a table of artifact sizes and boot times (medians over N boots each, alternating), with
+# virga/baseline ratios. Guest times come from the guest's own clock; wall time is from QEMU
+# launch to the ready line on the console. --record also writes the table into
+# docs/benchmarks.md (between the boot-bench markers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=5
+record=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) runs=$2; shift 2 ;;
+    --record) record=1; shift ;;
+    *) echo "usage: bench/boot.sh [--runs N] [--record]" >&2; exit 2 ;;
+  esac
+done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cargo build -q -p virga-cli
+virga=target/debug/virga
+
+# The baseline spec is derived from virga.toml so both images carry the same kernel and modules.
+python3 - "$work" <<'PY'
+import sys, tomllib, pathlib
+work = pathlib.Path(sys.argv[1])
+text = pathlib.Path("virga.toml").read_text()
+spec = tomllib.loads(text)
+text = text.replace('name = "virga-default"', 'name = "baseline-busybox"')
+text = text.replace('init = "virga"', 'init = "busybox"')
+assert 'init = "busybox"' in text, "virga.toml must set userland.init"
+(work / "modules").write_text("\n".join(spec["kernel"]["modules"]) + "\n")
+base = pathlib.Path("bench/baseline").resolve()
+for path, src, mode in [("/etc/inittab", base / "inittab", "0644"),
+                        ("/etc/init.d/rcS", base / "rcS", "0755"),
+                        ("/etc/acpi/PWRF/00000080", base / "acpi-power", "0755"),
+                        ("/etc/modules", work / "modules", "0644")]:
+    text += f'\n[[files]]\npath = "{path}"\nsource = "{src}"\nmode = "{mode}"\n'
+(work / "baseline.toml").write_text(text)
+PY
+
+echo "building images..." >&2
+$virga build -q --out "$work/virga" >/dev/null
+$virga build -q --spec "$work/baseline.toml" --out "$work/baseline" >/dev/null
+
+for i in $(seq 1 "$runs"); do
+  for img in virga baseline; do
+    if ! $virga run --expect-ready --quiet --json --timeout 120 --out "$work/$img" > "$work/$img.$i.json" 2>"$work/$img.$i.err"; then
+      echo "boot $i of $img failed:" >&2; cat "$work/$img.$i.err" >&2; exit 1
+    fi
+  done
+  echo "run $i/$runs done" >&2
+done
+
+python3 - "$work" "$runs" "$record" <<'PY'
+import sys, json, statistics, pathlib, datetime, subprocess
+work, runs, record = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+def load(img):
+    rs = [json.loads((work / f"{img}.{i}.json").read_text()) for i in range(1, runs + 1)]
+    for r in rs:
+        assert r["powered_off"], f"{img} did not power off cleanly"
+    m = json.loads((work / img / "manifest.json").read_text())
+    size = {a["name"]: a["size"] for a in m["artifacts"]}
+    med = lambda xs: statistics.median(xs)
+    return {
+        "initramfs.img bytes": size["initramfs.img"],
+        "vmlinuz bytes": size["vmlinuz"],
+        "kernel → PID 1 (ms, guest)": med([r["ready"]["kernel_ms"] for r in rs]),
+        "PID 1 → ready (ms, guest)": med([r["ready"]["init_ms"] for r in rs]),
+        "launch → ready (ms, wall)": med([r["wall_ms"] for r in rs]),
+    }
+v, b = load("virga"), load("baseline")
+kernel = json.loads((work / "virga" / "manifest.json").read_text())["kernel"]["release"]
+lines = [f"| metric | virga | baseline | virga/baseline |", "|---|---:|---:|---:|"]
+for k in v:
+    fmt = (lambda x: f"{x:,.0f}")
+    lines.append(f"| {k} | {fmt(v[k])} | {fmt(b[k])} | {v[k] / b[k]:.2f} |")
+target = v["PID 1 → ready (ms, guest)"] / b["PID 1 → ready (ms, guest)"]
+accel = "TCG (software emulation)"
+head = (f"Boot benchmark, {datetime.date.today()}, kernel {kernel}, QEMU {accel}, 256 MiB, 1 vCPU, "
+        f"medians of {runs} boots each.\nCommand: `bash bench/boot.sh --runs {runs}`\n")
+table = "\n".join(lines)
+verdict = f"\nPID 1 → ready ratio {target:.2f} (target ≤ 0.20): {'met' if target <= 0.2 else 'NOT met'}\n"
+print(head); print(table); print(verdict)
+if record:
+    doc = pathlib.Path("docs/benchmarks.md")
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    start, end = "<!-- boot-bench:start -->", "<!-- boot-bench:end -->"
+    block = f"{start}\n{head}\n{table}\n{verdict}{end}"
+    if start in text:
+        pre, rest = text.split(start, 1)
+        text = pre + block + rest.split(end, 1)[1]
+    else:
+        text += "\n## Boot: virga PID 1 vs CirrOS-style baseline\n\n" + block + "\n"
+    doc.write_text(text)
+PY
