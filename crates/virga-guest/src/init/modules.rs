@@ -77,7 +77,7 @@ impl Plan {
     }
 
     fn busy(&self) -> bool {
-        self.state.iter().any(|s| *s == State::Loading)
+        self.state.contains(&State::Loading)
     }
 }
 
