@@ -1,0 +1,454 @@
+//! The unified instance metadata model and its flat `query` view.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::MetadataError;
+use crate::network::NetworkConfig;
+
+/// Where the metadata came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Datasource {
+    /// NoCloud seed on a local filesystem (`cidata` disk or seed directory).
+    NoCloud,
+    /// NoCloud seed fetched over HTTP (`ds=nocloud-net;s=http://…/`).
+    NoCloudNet,
+    /// OpenStack config drive (`config-2` disk).
+    ConfigDrive,
+    /// OpenStack metadata service (`http://169.254.169.254/openstack/`).
+    Openstack,
+    /// EC2 instance metadata service (IMDS).
+    Ec2,
+    /// No datasource: built-in defaults only.
+    None,
+}
+
+impl Datasource {
+    /// The name used on the kernel command line (`virga.ds=`), in status and by `query`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Datasource::NoCloud => "nocloud",
+            Datasource::NoCloudNet => "nocloud-net",
+            Datasource::ConfigDrive => "configdrive",
+            Datasource::Openstack => "openstack",
+            Datasource::Ec2 => "ec2",
+            Datasource::None => "none",
+        }
+    }
+
+    /// Parses a datasource name; accepts the cloud-init/CirrOS spellings (`NoCloud`,
+    /// `ConfigDrive`, `config-drive`, `OpenStack`, `Ec2`, `None`), case-insensitively.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "nocloud" => Datasource::NoCloud,
+            "nocloud-net" | "nocloudnet" => Datasource::NoCloudNet,
+            "configdrive" | "config-drive" | "config_drive" | "configdrive2" => {
+                Datasource::ConfigDrive
+            }
+            "openstack" => Datasource::Openstack,
+            "ec2" | "aws" => Datasource::Ec2,
+            "none" => Datasource::None,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Datasource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A file the datasource asks to be placed in the guest (ConfigDrive / OpenStack `files`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InjectedFile {
+    /// Target path in the guest, as given (validate with [`crate::write_files::validate_path`]).
+    pub path: String,
+    /// Where the content lives, relative to `openstack/` (e.g. `/content/0000`).
+    pub content_path: Option<String>,
+    /// The content, once the crawler (or the driver) has read it.
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub content: Option<Vec<u8>>,
+}
+
+/// Everything a datasource provided, in one shape for every datasource.
+///
+/// Serializes to JSON (binary fields as base64) so the guest can keep it in
+/// `/run/virga/datasource.json` and `query` can read it back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceMetadata {
+    /// The datasource that provided it.
+    pub datasource: Datasource,
+    /// The instance id (NoCloud `instance-id`, OpenStack `uuid`, EC2 `instance-id`).
+    pub instance_id: String,
+    /// The hostname as the datasource gave it (may be a FQDN).
+    pub local_hostname: Option<String>,
+    /// The fully qualified name, when the datasource's hostname has a domain part.
+    pub fqdn: Option<String>,
+    /// OpenStack display `name`.
+    pub name: Option<String>,
+    /// Valid SSH public key lines (invalid ones are dropped with a warning).
+    pub public_keys: Vec<String>,
+    /// Availability zone.
+    pub availability_zone: Option<String>,
+    /// Launch index (EC2 `ami-launch-index`, OpenStack `launch_index`).
+    pub launch_index: Option<u64>,
+    /// Instance type / flavour.
+    pub instance_type: Option<String>,
+    /// Private IPv4 address (EC2).
+    pub local_ipv4: Option<String>,
+    /// Public IPv4 address (EC2).
+    pub public_ipv4: Option<String>,
+    /// Seed for the kernel entropy pool (OpenStack `random_seed`, decoded).
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub random_seed: Option<Vec<u8>>,
+    /// User-data as delivered (not yet decoded: see [`crate::user_data`]).
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<Vec<u8>>,
+    /// Vendor-data as delivered (for OpenStack, the `cloud-init` member of `vendor_data.json`).
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub vendor_data: Option<Vec<u8>>,
+    /// Network configuration, when the datasource provided one.
+    pub network: Option<NetworkConfig>,
+    /// Files to inject (ConfigDrive / OpenStack).
+    pub files: Vec<InjectedFile>,
+    /// Free-form string metadata (OpenStack `meta`; other scalar NoCloud keys).
+    pub meta: BTreeMap<String, String>,
+    /// Problems that did not stop parsing.
+    pub warnings: Vec<String>,
+}
+
+impl InstanceMetadata {
+    /// Empty metadata for `datasource` with this instance id.
+    pub fn new(datasource: Datasource, instance_id: impl Into<String>) -> Self {
+        InstanceMetadata {
+            datasource,
+            instance_id: instance_id.into(),
+            local_hostname: None,
+            fqdn: None,
+            name: None,
+            public_keys: Vec::new(),
+            availability_zone: None,
+            launch_index: None,
+            instance_type: None,
+            local_ipv4: None,
+            public_ipv4: None,
+            random_seed: None,
+            user_data: None,
+            vendor_data: None,
+            network: None,
+            files: Vec::new(),
+            meta: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The `none` datasource: CirrOS's instance id `i-dsnone`, nothing else.
+    pub fn none() -> Self {
+        InstanceMetadata::new(Datasource::None, "i-dsnone")
+    }
+
+    /// Sets `local_hostname`, and `fqdn` when the name has a domain part.
+    pub fn set_hostname(&mut self, hostname: &str) {
+        let h = hostname.trim().trim_end_matches('.');
+        if h.is_empty() {
+            return;
+        }
+        self.local_hostname = Some(h.to_owned());
+        self.fqdn = h.contains('.').then(|| h.to_owned());
+    }
+
+    /// The short hostname: `local_hostname` up to the first dot (what CirrOS writes to
+    /// `/etc/hostname`), truncated to 63 bytes; `None` when absent or empty.
+    pub fn short_hostname(&self) -> Option<&str> {
+        let h = self.local_hostname.as_deref()?;
+        let short = h.split('.').next().unwrap_or(h);
+        let short = truncate_at_char(short, 63);
+        (!short.is_empty()).then_some(short)
+    }
+
+    /// Sets the public keys from raw lines, keeping the valid ones and warning about the rest.
+    pub fn set_public_keys<I, S>(&mut self, keys: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let (good, warnings) = crate::sshkey::filter_public_keys(keys);
+        self.public_keys = good;
+        self.warnings.extend(warnings);
+    }
+
+    /// Looks up one `query` key (see [`QUERY_KEYS`]); `meta.NAME` reads [`Self::meta`].
+    /// `Ok(None)`: the key is known but has no value for this instance.
+    pub fn query(&self, key: &str) -> Result<Option<QueryValue<'_>>, MetadataError> {
+        use QueryValue::{Bytes, Text};
+        fn text(s: &Option<String>) -> Option<QueryValue<'_>> {
+            s.as_deref().map(|s| QueryValue::Text(Cow::Borrowed(s)))
+        }
+        if let Some(name) = key.strip_prefix("meta.") {
+            return Ok(self.meta.get(name).map(|v| Text(Cow::Borrowed(v.as_str()))));
+        }
+        Ok(match key {
+            "datasource" => Some(Text(Cow::Borrowed(self.datasource.as_str()))),
+            "instance-id" => Some(Text(Cow::Borrowed(&self.instance_id))),
+            "local-hostname" => text(&self.local_hostname),
+            "hostname" => self.short_hostname().map(|s| Text(Cow::Borrowed(s))),
+            "fqdn" => text(&self.fqdn),
+            "name" => text(&self.name),
+            "public-keys" => (!self.public_keys.is_empty())
+                .then(|| Text(Cow::Owned(self.public_keys.join("\n")))),
+            "availability-zone" => text(&self.availability_zone),
+            "launch-index" => self.launch_index.map(|i| Text(Cow::Owned(i.to_string()))),
+            "instance-type" => text(&self.instance_type),
+            "local-ipv4" => text(&self.local_ipv4),
+            "public-ipv4" => text(&self.public_ipv4),
+            "random-seed" => self.random_seed.as_deref().map(Bytes),
+            "user-data" => self.user_data.as_deref().map(Bytes),
+            "vendor-data" => self.vendor_data.as_deref().map(Bytes),
+            "network-config" => self.network.as_ref().map(|n| {
+                Text(Cow::Owned(
+                    serde_json::to_string_pretty(n).unwrap_or_default(),
+                ))
+            }),
+            "meta" => (!self.meta.is_empty()).then(|| {
+                Text(Cow::Owned(
+                    serde_json::to_string_pretty(&self.meta).unwrap_or_default(),
+                ))
+            }),
+            "warnings" => {
+                (!self.warnings.is_empty()).then(|| Text(Cow::Owned(self.warnings.join("\n"))))
+            }
+            _ => return Err(MetadataError::UnknownQueryKey(key.to_owned())),
+        })
+    }
+
+    /// Every `query` key with a value, as one JSON object (`query --json`). Byte values are
+    /// UTF-8 strings when they are valid UTF-8 and base64 under `<key>-base64` otherwise;
+    /// `random-seed` is always base64; `network-config` and `meta` are nested objects.
+    pub fn to_query_json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for &key in QUERY_KEYS {
+            let value = match key {
+                "network-config" => self
+                    .network
+                    .as_ref()
+                    .and_then(|n| serde_json::to_value(n).ok()),
+                "meta" => (!self.meta.is_empty())
+                    .then(|| serde_json::to_value(&self.meta).unwrap_or_default()),
+                "public-keys" => Some(serde_json::to_value(&self.public_keys).unwrap_or_default()),
+                "warnings" => Some(serde_json::to_value(&self.warnings).unwrap_or_default()),
+                "launch-index" => self.launch_index.map(serde_json::Value::from),
+                "random-seed" => self.random_seed.as_deref().map(|b| B64.encode(b).into()),
+                _ => match self.query(key) {
+                    Ok(Some(QueryValue::Text(t))) => Some(t.into_owned().into()),
+                    Ok(Some(QueryValue::Bytes(b))) => match std::str::from_utf8(b) {
+                        Ok(s) => Some(s.into()),
+                        Err(_) => {
+                            out.insert(format!("{key}-base64"), B64.encode(b).into());
+                            None
+                        }
+                    },
+                    _ => None,
+                },
+            };
+            if let Some(v) = value {
+                out.insert(key.to_owned(), v);
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+/// The keys `query KEY` understands (CirrOS `cirros-query` names), plus `meta.NAME`.
+pub const QUERY_KEYS: &[&str] = &[
+    "datasource",
+    "instance-id",
+    "local-hostname",
+    "hostname",
+    "fqdn",
+    "name",
+    "public-keys",
+    "availability-zone",
+    "launch-index",
+    "instance-type",
+    "local-ipv4",
+    "public-ipv4",
+    "random-seed",
+    "user-data",
+    "vendor-data",
+    "network-config",
+    "meta",
+    "warnings",
+];
+
+/// One `query` answer: text, or raw bytes (user-data, vendor-data, random-seed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryValue<'a> {
+    /// Text (multi-valued keys are newline-separated).
+    Text(Cow<'a, str>),
+    /// Raw bytes, to be written out unchanged.
+    Bytes(&'a [u8]),
+}
+
+impl QueryValue<'_> {
+    /// The value as bytes, as `query` prints it.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            QueryValue::Text(t) => t.as_bytes(),
+            QueryValue::Bytes(b) => b,
+        }
+    }
+}
+
+pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Lenient base64 decoding (whitespace removed, padding optional), as Python's `b64decode`.
+pub(crate) fn decode_base64(what: &str, text: &[u8]) -> Result<Vec<u8>, MetadataError> {
+    let clean: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT
+        .decode(&clean)
+        .map_err(|source| MetadataError::Base64 {
+            what: what.to_owned(),
+            source,
+        })
+}
+
+pub(crate) fn truncate_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+mod b64_opt {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(bytes) => s.serialize_some(&super::B64.encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| {
+            super::B64
+                .decode(s.as_bytes())
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> InstanceMetadata {
+        let mut md = InstanceMetadata::new(Datasource::ConfigDrive, "b0fa911b");
+        md.set_hostname("sm-foo-test.novalocal");
+        md.name = Some("sm-foo-test".into());
+        md.launch_index = Some(0);
+        md.random_seed = Some(vec![0, 1, 2, 255]);
+        md.user_data = Some(b"#!/bin/sh\necho hi\n".to_vec());
+        md.vendor_data = Some(vec![0xff, 0xfe]);
+        md.meta.insert("dsmode".into(), "local".into());
+        md.set_public_keys([
+            crate::sshkey::tests::make_key("ssh-ed25519", "k"),
+            "junk".into(),
+        ]);
+        md
+    }
+
+    #[test]
+    fn query_keys() {
+        let md = sample();
+        let q = |k| md.query(k).unwrap().map(|v| v.as_bytes().to_vec());
+        assert_eq!(q("instance-id").unwrap(), b"b0fa911b");
+        assert_eq!(q("local-hostname").unwrap(), b"sm-foo-test.novalocal");
+        assert_eq!(q("hostname").unwrap(), b"sm-foo-test");
+        assert_eq!(q("fqdn").unwrap(), b"sm-foo-test.novalocal");
+        assert_eq!(q("launch-index").unwrap(), b"0");
+        assert_eq!(q("meta.dsmode").unwrap(), b"local");
+        assert_eq!(q("meta.nope"), None);
+        assert_eq!(q("availability-zone"), None);
+        assert_eq!(q("random-seed").unwrap(), vec![0, 1, 2, 255]);
+        assert!(q("public-keys").unwrap().starts_with(b"ssh-ed25519 "));
+        assert_eq!(
+            md.warnings.len(),
+            1,
+            "the junk key is dropped with a warning"
+        );
+        assert!(matches!(
+            md.query("bogus"),
+            Err(MetadataError::UnknownQueryKey(_))
+        ));
+        for k in QUERY_KEYS {
+            assert!(md.query(k).is_ok());
+        }
+    }
+
+    #[test]
+    fn query_json_and_serde_round_trip() {
+        let md = sample();
+        let j = md.to_query_json();
+        assert_eq!(j["instance-id"], "b0fa911b");
+        assert_eq!(j["user-data"], "#!/bin/sh\necho hi\n");
+        assert_eq!(j["vendor-data-base64"], "//4=");
+        assert_eq!(j["random-seed"], "AAEC/w==");
+        assert_eq!(j["meta"]["dsmode"], "local");
+        let text = serde_json::to_string(&md).unwrap();
+        let back: InstanceMetadata = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, md);
+    }
+
+    #[test]
+    fn hostnames() {
+        let mut md = InstanceMetadata::none();
+        assert_eq!(md.instance_id, "i-dsnone");
+        md.set_hostname("host");
+        assert_eq!(md.fqdn, None);
+        assert_eq!(md.short_hostname(), Some("host"));
+        md.set_hostname("a.b.c.");
+        assert_eq!(md.fqdn.as_deref(), Some("a.b.c"));
+        assert_eq!(md.short_hostname(), Some("a"));
+        md.set_hostname(&"é".repeat(40));
+        assert!(md.short_hostname().unwrap().len() <= 63);
+    }
+
+    #[test]
+    fn datasource_names() {
+        for ds in [
+            Datasource::NoCloud,
+            Datasource::NoCloudNet,
+            Datasource::ConfigDrive,
+            Datasource::Openstack,
+            Datasource::Ec2,
+            Datasource::None,
+        ] {
+            assert_eq!(Datasource::from_name(ds.as_str()), Some(ds));
+        }
+        assert_eq!(
+            Datasource::from_name("ConfigDrive"),
+            Some(Datasource::ConfigDrive)
+        );
+        assert_eq!(Datasource::from_name("x"), None);
+    }
+}

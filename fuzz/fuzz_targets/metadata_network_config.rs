@@ -1,0 +1,14 @@
+//! network-config v1 / v2 (YAML or JSON).
+#![no_main]
+
+use cloud_metadata::Limits;
+use cloud_metadata::network::parse_network_config;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(cfg) = parse_network_config(data, &Limits::default()) {
+        for iface in &cfg.interfaces {
+            let _ = iface.matches("eth0", "52:54:00:12:34:56");
+        }
+    }
+});
