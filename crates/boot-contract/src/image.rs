@@ -35,4 +35,22 @@ pub struct ImageConfig {
     pub kernel_release: String,
     /// Modules to load, dependencies first.
     pub modules: Vec<ModuleEntry>,
+    /// Datasources to try, in order, when `virga.ds=` is not on the command line.
+    #[serde(default = "default_datasources")]
+    pub datasources: Vec<String>,
+    /// The default user SSH keys from metadata are installed for.
+    #[serde(default = "default_user")]
+    pub default_user: String,
+}
+
+/// The datasource order of an image that does not say: local sources first, then network ones.
+pub fn default_datasources() -> Vec<String> {
+    ["nocloud", "configdrive", "openstack", "ec2", "none"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn default_user() -> String {
+    "root".to_owned()
 }

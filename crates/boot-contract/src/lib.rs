@@ -12,7 +12,7 @@ pub mod cmdline;
 pub mod console;
 mod image;
 
-pub use image::{IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry};
+pub use image::{IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry, default_datasources};
 
 /// Version of this contract. Reported in the ready line and in the status document.
 pub const CONTRACT_VERSION: u32 = 1;
@@ -118,12 +118,66 @@ pub struct Status {
     /// Supervised services and their state.
     #[serde(default)]
     pub services: Vec<ServiceStatus>,
+    /// Whether `/var/lib/virga` is on a persistent state disk (labelled `virga-state`).
+    #[serde(default)]
+    pub persistent_state: bool,
+    /// Which datasource answered and what it said about the instance.
+    #[serde(default)]
+    pub datasource: Option<DatasourceStatus>,
+    /// Interfaces, addresses, routes and DHCP leases (see `docs/network.md`).
+    #[serde(default)]
+    pub network: Option<serde_json::Value>,
+    /// What user-data did: parts, cloud-config modules run or skipped, unknown keys.
+    #[serde(default)]
+    pub user_data: Option<UserDataStatus>,
+    /// SSH server: listening, host key fingerprints.
+    #[serde(default)]
+    pub ssh: Option<serde_json::Value>,
     /// Non-fatal problems.
     #[serde(default)]
     pub warnings: Vec<Problem>,
     /// Failures; boot went on regardless.
     #[serde(default)]
     pub errors: Vec<Problem>,
+}
+
+/// The datasource that provided the instance's metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatasourceStatus {
+    /// Datasource name (`nocloud`, `configdrive`, `ec2`, `openstack`, `nocloud-net`, `none`).
+    pub name: String,
+    /// Where it was found (a device, a directory or a URL).
+    pub source: String,
+    /// The instance id.
+    pub instance_id: String,
+    /// Whether the instance id differs from the previous boot's (first boot included).
+    pub new_instance: bool,
+    /// The hostname it provided.
+    #[serde(default)]
+    pub local_hostname: Option<String>,
+    /// Availability zone.
+    #[serde(default)]
+    pub availability_zone: Option<String>,
+    /// Each datasource tried, in order, with the outcome (`found`, or why not).
+    #[serde(default)]
+    pub tried: Vec<String>,
+    /// Milliseconds spent detecting, fetching and parsing.
+    #[serde(default)]
+    pub ms: f64,
+}
+
+/// What user-data did at this boot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDataStatus {
+    /// Part kinds in order (`cloud-config`, `x-shellscript`, …).
+    #[serde(default)]
+    pub parts: Vec<String>,
+    /// `name: ran|skipped (reason)|failed (reason)` per module or script.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// cloud-config keys virga does not support (warned, ignored).
+    #[serde(default)]
+    pub unknown_keys: Vec<String>,
 }
 
 /// State of one supervised service.

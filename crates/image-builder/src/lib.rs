@@ -334,6 +334,8 @@ pub fn build(
         shell: busybox.as_ref().map(|_| "/bin/sh".to_owned()),
         kernel_release: k.release.clone(),
         modules: module_entries,
+        datasources: spec.datasources.clone(),
+        default_user: "root".into(),
     };
     let config_json = serde_json::to_string_pretty(&config).unwrap_or_default();
     tree.file(IMAGE_CONFIG_PATH, config_json.into_bytes(), 0o644);

@@ -216,9 +216,29 @@ pub struct ImageSpec {
     /// `[[files]]`
     #[serde(default)]
     pub files: Vec<FileSpec>,
+    /// Datasources the guest tries, in order, unless `virga.ds=` says otherwise.
+    #[serde(default = "default_datasources")]
+    pub datasources: Vec<String>,
     /// Directory relative `source` paths are resolved against; not part of the spec text.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// Datasource names the guest knows.
+pub const DATASOURCES: &[&str] = &[
+    "nocloud",
+    "nocloud-net",
+    "configdrive",
+    "openstack",
+    "ec2",
+    "none",
+];
+
+fn default_datasources() -> Vec<String> {
+    ["nocloud", "configdrive", "openstack", "ec2", "none"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn default_hostname() -> String {
@@ -354,6 +374,17 @@ impl ImageSpec {
                 return Err(invalid(
                     &format!("kernel.modules[{i}]"),
                     format!("`{m}` is not a module name (letters, digits, `_`, `-`)"),
+                ));
+            }
+        }
+        for (i, d) in self.datasources.iter().enumerate() {
+            if !DATASOURCES.contains(&d.as_str()) {
+                return Err(invalid(
+                    &format!("datasources[{i}]"),
+                    format!(
+                        "unknown datasource `{d}`; known: {}",
+                        DATASOURCES.join(", ")
+                    ),
                 ));
             }
         }
@@ -498,6 +529,21 @@ mod tests {
         assert!(parse(mode).unwrap_err().to_string().contains("octal"));
         let dup = "name = \"t\"\n[kernel]\n[[files]]\npath = \"/x\"\ncontent = \"\"\n[[files]]\npath = \"/x\"\ncontent = \"\"\n";
         assert!(parse(dup).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn datasources_are_checked() {
+        assert_eq!(
+            parse(MINIMAL)
+                .unwrap()
+                .datasources
+                .last()
+                .map(String::as_str),
+            Some("none")
+        );
+        let bad = "name = \"t\"\ndatasources = [\"nocloud\", \"azure\"]\n[kernel]\n";
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains("datasources[1]") && e.contains("azure"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod build;
+mod keys;
+mod metadata;
 mod run;
+mod ssh;
 mod unikernel;
 
 /// virga: lean operating system images for clouds, containers and unikernels.
@@ -25,7 +28,13 @@ enum Command {
     /// Build an image from a spec: kernel, module closure, initramfs, manifest.
     Build(build::BuildArgs),
     /// Boot built artifacts in QEMU (interactive, or --expect-ready for tests and CI).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
+    /// Log in to a guest started with `virga run --ssh-port` (virga's key).
+    Ssh(ssh::SshArgs),
+    /// Serve EC2 or OpenStack metadata from a directory (QEMU runs it per guest connection).
+    MetadataServer(metadata::ServerArgs),
+    /// Write a NoCloud or ConfigDrive seed image (ISO9660 or FAT).
+    Seed(metadata::SeedArgs),
     /// Unikernels: build and run one application on the unix, microvm or hvt target.
     #[command(subcommand)]
     Unikernel(unikernel::UnikernelCommand),
@@ -36,7 +45,10 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Build(args) => build::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
+        Command::Ssh(args) => ssh::run(args),
+        Command::MetadataServer(args) => metadata::run_server(args).map(|()| ExitCode::SUCCESS),
+        Command::Seed(args) => metadata::run_seed(args).map(|()| ExitCode::SUCCESS),
         Command::Unikernel(cmd) => unikernel::run(cmd),
     };
     match result {

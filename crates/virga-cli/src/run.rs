@@ -9,6 +9,7 @@ use boot_contract::ReadyReport;
 use boot_contract::console::{POWEROFF_LINE, READY_PREFIX};
 use clap::{Args, ValueEnum};
 use image_spec::ImageManifest;
+use vm_runner::instance::InstanceOptions;
 use vm_runner::{AccelChoice, Vm, VmConfig, VmError};
 
 /// Exit codes of `virga run --expect-ready` (documented in docs/cli.md).
@@ -71,7 +72,139 @@ pub struct RunArgs {
     /// --expect-ready).
     #[arg(long)]
     pub json: bool,
+    /// Forward this host port (on 127.0.0.1) to the guest's SSH port; `virga ssh` finds it.
+    #[arg(long, value_name = "PORT")]
+    pub ssh_port: Option<u16>,
+    /// Datasource, metadata and state disk.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
 }
+
+/// Where the guest's metadata comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatasourceArg {
+    /// A `cidata` seed disk.
+    Nocloud,
+    /// A `config-2` config drive.
+    Configdrive,
+    /// The EC2 instance metadata service (IMDSv2 and v1), at 169.254.169.254 inside the VM.
+    Ec2,
+    /// The OpenStack metadata service, at 169.254.169.254 inside the VM.
+    Openstack,
+    /// Nothing: the guest uses its built-in defaults.
+    None,
+}
+
+/// Seed disk filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeedFormatArg {
+    /// ISO9660 with Rock Ridge and Joliet.
+    Iso,
+    /// FAT.
+    Vfat,
+}
+
+/// Seed disk bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeedBusArg {
+    /// IDE CD-ROM (`/dev/sr0`), as OpenStack attaches config drives.
+    Cdrom,
+    /// virtio-blk disk (`/dev/vdX`).
+    Virtio,
+}
+
+/// Instance and datasource options of `virga run`.
+#[derive(Debug, Args)]
+pub struct InstanceArgs {
+    /// Datasource to give the guest. By default virga generates the metadata: a fresh
+    /// instance id, the hostname, virga's SSH key and your ~/.ssh/id_*.pub.
+    #[arg(long, value_enum, default_value = "nocloud")]
+    pub datasource: DatasourceArg,
+    /// Attach or serve this directory, laid out in the cloud's own format (NoCloud seed files;
+    /// a config drive's `openstack/…`; an EC2 `latest/meta-data/…` tree; an OpenStack
+    /// `openstack/…` tree), e.g. metadata captured from a real cloud.
+    #[arg(long, value_name = "DIR")]
+    pub metadata: Option<PathBuf>,
+    /// Seed disk filesystem (nocloud, configdrive).
+    #[arg(long, value_enum, default_value = "iso")]
+    pub seed_format: SeedFormatArg,
+    /// Seed disk bus (nocloud, configdrive).
+    #[arg(long, value_enum, default_value = "cdrom")]
+    pub seed_bus: SeedBusArg,
+    /// Instance id (default: kept next to --state, else a fresh one per run).
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
+    /// Hostname the metadata gives.
+    #[arg(long, value_name = "NAME", default_value = "virga-vm")]
+    pub hostname: String,
+    /// User-data file (script, #cloud-config, MIME multipart, gzip…).
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+    /// NoCloud network-config, or network_data.json for configdrive/openstack.
+    #[arg(long, value_name = "FILE")]
+    pub network_config: Option<PathBuf>,
+    /// More SSH public key files to inject.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_keys: Vec<PathBuf>,
+    /// Persistent state disk (ext4 labelled virga-state), created when missing: semaphores,
+    /// host keys and the random seed survive reboots.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Extra argument for the metadata server, e.g. `--metadata-server-arg=--fault=hang`.
+    #[arg(
+        long = "metadata-server-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    pub server_args: Vec<String>,
+}
+
+impl InstanceArgs {
+    fn options(&self) -> anyhow::Result<InstanceOptions> {
+        use vm_runner::instance::Datasource as D;
+        let ds = match self.datasource {
+            DatasourceArg::Nocloud => D::NoCloud,
+            DatasourceArg::Configdrive => D::ConfigDrive,
+            DatasourceArg::Ec2 => D::Ec2,
+            DatasourceArg::Openstack => D::OpenStack,
+            DatasourceArg::None => D::None,
+        };
+        let exe = std::env::current_exe().context("cannot find the virga executable")?;
+        let mut o = InstanceOptions::new(ds, exe);
+        o.metadata_dir = self.metadata.clone();
+        o.seed_format = match self.seed_format {
+            SeedFormatArg::Iso => seed_image::SeedFormat::Iso,
+            SeedFormatArg::Vfat => seed_image::SeedFormat::Vfat,
+        };
+        o.seed_bus = match self.seed_bus {
+            SeedBusArg::Cdrom => vm_runner::DriveKind::Cdrom,
+            SeedBusArg::Virtio => vm_runner::DriveKind::Virtio,
+        };
+        o.instance_id = self.instance_id.clone();
+        o.hostname = self.hostname.clone();
+        o.state = self.state.clone();
+        o.server_args = self.server_args.clone();
+        let read =
+            |f: &PathBuf| std::fs::read(f).with_context(|| format!("cannot read {}", f.display()));
+        o.user_data = self.user_data.as_ref().map(read).transpose()?;
+        o.network_config = self.network_config.as_ref().map(read).transpose()?;
+        if self.datasource != DatasourceArg::None && self.metadata.is_none() {
+            o.public_keys = crate::keys::public_keys()?;
+            for f in &self.ssh_keys {
+                let text = String::from_utf8_lossy(&read(f)?).into_owned();
+                o.public_keys.extend(
+                    text.lines()
+                        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                        .map(str::to_owned),
+                );
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// What `virga run` leaves in the output directory for `virga ssh`.
+pub const RUN_STATE: &str = ".virga-run.json";
 
 /// Runs `virga run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -101,6 +234,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     cfg.memory_mb = args.memory;
     cfg.cpus = args.cpus;
     cfg.log_file = args.log.clone();
+    let runtime = tempfile::Builder::new()
+        .prefix("virga-run-")
+        .tempdir()
+        .context("cannot create a runtime directory")?;
+    let attached =
+        vm_runner::instance::attach(&args.instance.options()?, &mut cfg, runtime.path())?;
+    if let Some(id) = &attached.instance_id {
+        eprintln!(
+            "virga: instance {id} ({}) via {:?}",
+            args.instance.hostname, args.instance.datasource
+        );
+    }
+    if let Some(port) = args.ssh_port {
+        if let Some(fwds) = cfg.user_net.as_mut() {
+            fwds.push(vm_runner::PortForward {
+                host_addr: "127.0.0.1".into(),
+                host_port: port,
+                guest_port: 22,
+            });
+        }
+        let state = serde_json::json!({ "ssh_port": port, "pid": std::process::id() });
+        let _ = std::fs::write(args.out.join(RUN_STATE), format!("{state}\n"));
+    }
     if args.expect_ready {
         cfg.echo = !args.quiet;
         expect_ready(&cfg, args.timeout.unwrap_or(120), args.json)

@@ -12,6 +12,11 @@ pub fn usage() {
     eprintln!(
         "usage: virga <applet> [args]\n\napplets:\n  \
          status [--json]   boot status: stages, timings, problems\n  \
+         ds [--detect]     the datasource found at boot (--detect: look again, apply nothing)\n  \
+         query [KEY] [--json]  instance metadata (keys: instance-id, local-hostname, public-keys, …)\n  \
+         apply             apply the saved metadata again (hostname, keys, seed, files)\n  \
+         userdata          run user-data again (respecting per-instance/once semaphores)\n  \
+         per FREQ NAME CMD…  run CMD once per boot|instance|once (or always) under NAME\n  \
          poweroff [-f]     power the machine off cleanly (-f: now, without stopping services)\n  \
          reboot [-f]       reboot cleanly\n  \
          halt [-f]         halt cleanly"
@@ -37,6 +42,21 @@ pub fn run(applet: &str, args: &[String]) -> ExitCode {
             args,
         ),
         "status" => status(args),
+        "ds" => ds(args),
+        "query" => query(args),
+        "apply" => rerun(crate::cloud::apply::stage_apply),
+        "userdata" => {
+            let a = rerun(crate::cloud::apply::stage_apply);
+            if a != ExitCode::SUCCESS {
+                return a;
+            }
+            let e = rerun(crate::cloud::userdata::stage_early);
+            if e != ExitCode::SUCCESS {
+                return e;
+            }
+            rerun(crate::cloud::userdata::stage_late)
+        }
+        "per" => per(args),
         "help" | "--help" | "-h" => {
             usage();
             ExitCode::SUCCESS
@@ -115,4 +135,162 @@ fn status(args: &[String]) -> ExitCode {
         println!("warning: {}: {}", p.source, p.message);
     }
     ExitCode::SUCCESS
+}
+
+fn ds(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "--detect") {
+        let ctx = crate::init::Ctx::standalone();
+        let order = crate::cloud::order(&ctx);
+        let limits = crate::cloud::limits();
+        let mut det = crate::cloud::datasource::detect_local(&order, &ctx.cmdline, &limits);
+        if det.found.is_none() {
+            let net = crate::cloud::datasource::detect_network(
+                &order,
+                &ctx.cmdline,
+                &limits,
+                std::time::Duration::from_secs(30),
+                crate::cloud::datasource::METADATA_URL,
+            );
+            det.tried.extend(net.tried);
+            det.found = net.found;
+        }
+        for t in &det.tried {
+            println!("tried {t}");
+        }
+        return match det.found {
+            Some(f) => {
+                println!(
+                    "found {} at {}: instance-id {}",
+                    f.md.datasource, f.source, f.md.instance_id
+                );
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("virga: no datasource found");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let text = std::fs::read_to_string(STATUS_PATH).unwrap_or_default();
+    let status: Status = serde_json::from_str(&text).unwrap_or_default();
+    match status.datasource {
+        Some(d) => {
+            println!(
+                "{} {} instance-id={} new-instance={}",
+                d.name, d.source, d.instance_id, d.new_instance
+            );
+            for t in d.tried {
+                println!("  tried {t}");
+            }
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("virga: no datasource was found at boot");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn query(args: &[String]) -> ExitCode {
+    let md = match crate::cloud::saved_metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("virga: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json = args.iter().any(|a| a == "--json");
+    let key = args.iter().find(|a| !a.starts_with("--"));
+    match key {
+        None if json => println!("{}", md.to_query_json()),
+        None => {
+            for k in cloud_metadata::QUERY_KEYS {
+                if let Ok(Some(cloud_metadata::QueryValue::Text(v))) = md.query(k) {
+                    println!("{k}: {}", v.replace('\n', " "));
+                }
+            }
+        }
+        Some(k) => match md.query(k) {
+            Ok(Some(v)) => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(v.as_bytes());
+                if !v.as_bytes().ends_with(b"\n") {
+                    let _ = out.write_all(b"\n");
+                }
+            }
+            Ok(None) => return ExitCode::from(1),
+            Err(e) => {
+                eprintln!("virga: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    }
+    ExitCode::SUCCESS
+}
+
+fn rerun(stage: fn(&crate::init::Ctx) -> anyhow::Result<boot_contract::StageResult>) -> ExitCode {
+    let ctx = crate::init::Ctx::standalone();
+    if ctx.cloud().md.is_none() {
+        eprintln!(
+            "virga: no saved metadata ({})",
+            crate::cloud::DATASOURCE_JSON
+        );
+        return ExitCode::from(1);
+    }
+    let before = ctx.status().errors.len();
+    match stage(&ctx) {
+        Ok(_) => {
+            let errors = ctx.status().errors;
+            for p in &errors[before..] {
+                eprintln!("error: {}: {}", p.source, p.message);
+            }
+            if errors.len() > before {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("virga: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn per(args: &[String]) -> ExitCode {
+    let [freq, name, cmd @ ..] = args else {
+        eprintln!("usage: virga per boot|instance|once|always NAME CMD [ARGS…]");
+        return ExitCode::from(2);
+    };
+    if cmd.is_empty() {
+        eprintln!("usage: virga per boot|instance|once|always NAME CMD [ARGS…]");
+        return ExitCode::from(2);
+    }
+    let Ok(freq) = freq.parse::<cloud_metadata::frequency::Frequency>() else {
+        eprintln!("virga: unknown frequency `{freq}` (boot, instance, once, always)");
+        return ExitCode::from(2);
+    };
+    let iid = crate::cloud::saved_metadata()
+        .map(|m| m.instance_id)
+        .unwrap_or_else(|_| "i-unknown".into());
+    let sem = crate::cloud::per::Semaphores::new(crate::cloud::persistent(), &iid);
+    let result = sem.run(freq, name, || {
+        std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .status()
+            .map(|s| s.code().unwrap_or(1))
+    });
+    match result {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(Ok(code))) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Ok(Some(Err(e))) => {
+            eprintln!("virga: {}: {e}", cmd[0]);
+            ExitCode::from(127)
+        }
+        Err(e) => {
+            eprintln!("virga: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

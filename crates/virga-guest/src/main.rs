@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 mod applets;
+mod cloud;
 mod init;
 mod log;
 mod sys;

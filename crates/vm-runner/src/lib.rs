@@ -16,8 +16,12 @@ use std::time::{Duration, Instant};
 use boot_contract::console::KERNEL_PANIC;
 
 pub mod accel;
+pub mod instance;
 
 pub use accel::{Accel, AccelChoice};
+
+/// Datasources a guest on user-mode networking may use unless told otherwise.
+pub const LOCAL_DATASOURCES: &str = "nocloud,configdrive,none";
 
 /// The QEMU binary virga runs.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -55,6 +59,9 @@ pub enum VmError {
     /// QMP said no.
     #[error("QMP: {0}")]
     Qmp(String),
+    /// The datasource or state disk could not be prepared.
+    #[error("instance: {0}")]
+    Instance(String),
 }
 
 impl VmError {
@@ -91,7 +98,7 @@ pub struct Drive {
 }
 
 /// Bus and device type of a [`Drive`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DriveKind {
     /// virtio-blk (`/dev/vdX`).
     Virtio,
@@ -150,6 +157,28 @@ impl VmConfig {
         }
     }
 
+    /// The kernel command line QEMU gets. With user-mode networking, a guest connection to
+    /// 169.254.169.254 would leave QEMU as a connection from this host to that address, i.e.
+    /// to the host's own metadata service. Unless the caller chose datasources explicitly
+    /// (`virga.ds=`, e.g. with a metadata server behind `guestfwd`), only local datasources
+    /// are allowed.
+    pub fn effective_cmdline(&self) -> String {
+        if self.user_net.is_some()
+            && !self
+                .cmdline
+                .contains(&format!("{}=", boot_contract::cmdline::DATASOURCES))
+        {
+            format!(
+                "{} {}={}",
+                self.cmdline,
+                boot_contract::cmdline::DATASOURCES,
+                LOCAL_DATASOURCES
+            )
+        } else {
+            self.cmdline.clone()
+        }
+    }
+
     /// The QEMU command line (without the QMP socket, which [`Vm::launch`] adds).
     pub fn qemu_args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
@@ -189,7 +218,7 @@ impl VmConfig {
         push("-initrd");
         push(&self.initrd.to_string_lossy());
         push("-append");
-        push(&self.cmdline);
+        push(&self.effective_cmdline());
         push("-device");
         push("virtio-rng-pci");
         if let Some(fwds) = &self.user_net {
@@ -620,6 +649,18 @@ mod tests {
         assert!(a.contains("-no-reboot"));
         assert!(a.contains("virtio-net-pci,netdev=net0"));
         assert!(a.contains("virtio-rng-pci"));
+    }
+
+    #[test]
+    fn user_networking_never_reaches_the_hosts_metadata_address() {
+        let a = cfg().qemu_args().join(" ");
+        assert!(a.contains("virga.ds=nocloud,configdrive,none"), "{a}");
+        let mut c = cfg();
+        c.cmdline.push_str(" virga.ds=ec2");
+        assert!(!c.qemu_args().join(" ").contains("configdrive"));
+        let mut c = cfg();
+        c.user_net = None;
+        assert!(!c.qemu_args().join(" ").contains("virga.ds"));
     }
 
     #[test]

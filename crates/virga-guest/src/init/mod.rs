@@ -15,9 +15,10 @@ use boot_contract::{
 use crate::log::uptime;
 
 mod early;
-mod hostname;
+pub mod hostname;
 mod modules;
 mod net;
+pub mod network;
 mod power_button;
 mod report;
 mod rng;
@@ -32,6 +33,7 @@ pub struct Ctx {
     /// What the image builder told us.
     pub image: ImageConfig,
     status: Mutex<Status>,
+    cloud: Mutex<crate::cloud::CloudState>,
 }
 
 impl Ctx {
@@ -68,6 +70,40 @@ impl Ctx {
     pub fn update(&self, f: impl FnOnce(&mut Status)) {
         let mut guard = self.status.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard);
+    }
+
+    /// A context for applets run after boot: the image config and command line as PID 1 saw
+    /// them, the status document as PID 1 wrote it, and the metadata saved at boot.
+    pub fn standalone() -> Self {
+        let image = std::fs::read_to_string(IMAGE_CONFIG_PATH)
+            .ok()
+            .and_then(|t| serde_json::from_str::<ImageConfig>(&t).ok())
+            .unwrap_or_else(|| ImageConfig {
+                hostname: "virga".into(),
+                ..ImageConfig::default()
+            });
+        let status = std::fs::read_to_string(boot_contract::console::STATUS_PATH)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Status>(&t).ok())
+            .unwrap_or_default();
+        let cloud = crate::cloud::CloudState {
+            md: crate::cloud::saved_metadata().ok(),
+            ..Default::default()
+        };
+        Ctx {
+            cmdline: std::fs::read_to_string("/proc/cmdline")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            image,
+            status: Mutex::new(status),
+            cloud: Mutex::new(cloud),
+        }
+    }
+
+    /// The cloud stages' shared state.
+    pub fn cloud(&self) -> std::sync::MutexGuard<'_, crate::cloud::CloudState> {
+        self.cloud.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A copy of the status document.
@@ -137,6 +173,7 @@ pub fn main() -> ! {
             stages: early_stages,
             ..Status::default()
         }),
+        cloud: Mutex::new(crate::cloud::CloudState::default()),
     });
     for e in mount_errors {
         ctx.error("mounts", e);
@@ -154,14 +191,23 @@ pub fn main() -> ! {
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_STAGE_TIMEOUT);
-    let stages: &[(&str, StageFn)] = &[
-        ("modules", modules::load),
-        ("loopback", net::loopback),
-        ("rng", rng::seed),
-        ("hostname", hostname::set),
+    // (name, function, deadline multiplier: stages that wait on networks or run user scripts
+    // get longer than the default).
+    let stages: &[(&str, StageFn, u32)] = &[
+        ("modules", modules::load, 1),
+        ("loopback", net::loopback, 1),
+        ("rng", rng::seed, 1),
+        ("hostname", hostname::set, 1),
+        ("state", crate::cloud::stage_state, 1),
+        ("datasource-local", crate::cloud::stage_local, 1),
+        ("network", network::stage, 4),
+        ("datasource-net", crate::cloud::stage_network, 4),
+        ("apply", crate::cloud::apply::stage_apply, 1),
+        ("user-data-early", crate::cloud::userdata::stage_early, 20),
+        ("user-data", crate::cloud::userdata::stage_late, 20),
     ];
-    for (name, f) in stages {
-        run_stage(&ctx, name, *f, timeout);
+    for (name, f, mult) in stages {
+        run_stage(&ctx, name, *f, timeout * *mult);
     }
     power_button::watch();
 
@@ -177,6 +223,24 @@ pub fn main() -> ! {
     report::ready(&ctx, init_ms);
 
     supervisor::run(ctx)
+}
+
+/// Schedules a power-state change (cloud-config `power_state`) after `delay`.
+pub fn schedule_power(action: shutdown::Action, delay: Duration, message: Option<String>) {
+    let _ = std::thread::Builder::new()
+        .name("power-state".into())
+        .spawn(move || {
+            std::thread::sleep(delay);
+            if let Some(m) = message {
+                println!("{m}");
+            }
+            let sig = match action {
+                shutdown::Action::Poweroff => nix::sys::signal::Signal::SIGUSR2,
+                shutdown::Action::Reboot => nix::sys::signal::Signal::SIGTERM,
+                shutdown::Action::Halt => nix::sys::signal::Signal::SIGUSR1,
+            };
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(1), sig);
+        });
 }
 
 fn timing(name: &str, start: Instant, ok: bool) -> StageTiming {

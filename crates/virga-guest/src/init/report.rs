@@ -26,7 +26,27 @@ pub fn print_status_block(ctx: &Ctx) {
     for (name, dev, bytes) in disks() {
         let _ = writeln!(out, "{name:<5} {dev:<8} {bytes:>11}");
     }
+    if let Some(net) = super::network::status() {
+        let _ = writeln!(out, "=== network info ===");
+        for l in net.console_lines() {
+            let _ = writeln!(out, "{l}");
+        }
+    }
     let status = ctx.status();
+    if let Some(ds) = &status.datasource {
+        let _ = writeln!(out, "=== datasource: {} {} ===", ds.name, ds.source);
+        let _ = writeln!(out, "instance-id: {}", ds.instance_id);
+        let _ = writeln!(
+            out,
+            "local-hostname: {}",
+            ds.local_hostname.as_deref().unwrap_or("")
+        );
+        let _ = writeln!(
+            out,
+            "availability-zone: {}",
+            ds.availability_zone.as_deref().unwrap_or("")
+        );
+    }
     let _ = writeln!(out, "=== boot stages ===");
     for s in &status.stages {
         let _ = writeln!(out, "{:<10} {:>9.1} ms  {:?}", s.name, s.ms, s.result);

@@ -41,6 +41,7 @@ pub fn shutdown(ctx: &Ctx, action: Action, reason: &str) -> ! {
     println!("{SHUTDOWN_PREFIX} ({}: {reason})", action.name());
     let _ = std::io::stdout().flush();
     ctx.update(|s| s.ready = false);
+    super::network::release();
     terminate_all();
     nix::unistd::sync();
     let failed = unmount_all();

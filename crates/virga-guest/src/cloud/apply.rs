@@ -1,0 +1,145 @@
+//! Applying metadata: instance-id change detection, hostname, SSH keys of the default user,
+//! the random seed, injected files, and decoding user-data for the later stages.
+
+use std::io::Write;
+
+use boot_contract::StageResult;
+use cloud_metadata::frequency::{InstanceChange, instance_change};
+use cloud_metadata::write_files::validate_path;
+use cloud_metadata::{CloudConfig, InstanceMetadata, parse_user_data};
+
+use super::accounts::Accounts;
+use super::fsutil::{WriteOpts, components, write_file};
+use super::{STATE_DIR, limits};
+use crate::init::Ctx;
+
+/// File recording the instance id of the last boot.
+pub const INSTANCE_ID_FILE: &str = "/var/lib/virga/instance-id";
+
+/// Stage `apply`.
+pub fn stage_apply(ctx: &Ctx) -> anyhow::Result<StageResult> {
+    let Some(md) = ctx.cloud().md.clone() else {
+        return Ok(StageResult::Skipped);
+    };
+    let previous = std::fs::read_to_string(INSTANCE_ID_FILE).ok();
+    let change = instance_change(previous.as_deref(), &md.instance_id);
+    match &change {
+        InstanceChange::FirstBoot => tracing::info!("instance {}: first boot", md.instance_id),
+        InstanceChange::Same => tracing::info!("instance {}: same as last boot", md.instance_id),
+        InstanceChange::Changed { previous } => {
+            tracing::info!("instance {}: new (was {previous})", md.instance_id)
+        }
+    }
+    ctx.cloud().new_instance = change != InstanceChange::Same;
+    if let Err(e) = std::fs::create_dir_all(STATE_DIR)
+        .and_then(|()| std::fs::write(INSTANCE_ID_FILE, format!("{}\n", md.instance_id)))
+    {
+        ctx.warn("apply", format!("{INSTANCE_ID_FILE}: {e}"));
+    }
+
+    if let Some(h) = md.short_hostname() {
+        match set_hostname(h, md.fqdn.as_deref()) {
+            Ok(()) => ctx.update(|s| s.hostname = h.to_owned()),
+            Err(e) => ctx.error("apply", format!("hostname {h}: {e}")),
+        }
+    }
+
+    let accounts = Accounts::system();
+    match accounts.user(&ctx.image.default_user) {
+        Some(user) => match accounts.authorize_keys(&user, &md.public_keys, true) {
+            Ok(n) => tracing::info!("{n} SSH key(s) for {}", user.name),
+            Err(e) => ctx.error("apply", format!("authorized keys: {e}")),
+        },
+        None => ctx.error(
+            "apply",
+            format!("default user {} does not exist", ctx.image.default_user),
+        ),
+    }
+
+    if let Some(seed) = &md.random_seed {
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/urandom")
+            .and_then(|mut f| f.write_all(&seed[..seed.len().min(4096)]));
+        if let Err(e) = r {
+            ctx.warn("apply", format!("random seed: {e}"));
+        }
+    }
+
+    for f in &md.files {
+        let Some(content) = &f.content else {
+            ctx.warn("apply", format!("injected file {}: no content", f.path));
+            continue;
+        };
+        let r = validate_path(&f.path)
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                write_file(&components(&p), content, WriteOpts::default())
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = r {
+            ctx.warn("apply", format!("injected file {}: {e}", f.path));
+        }
+    }
+
+    decode_user_data(ctx, &md);
+    super::publish(ctx);
+    Ok(StageResult::Ok)
+}
+
+/// Sets the hostname (the short name, as CirrOS and cloud-init do) and `/etc/hosts`.
+pub fn set_hostname(short: &str, fqdn: Option<&str>) -> anyhow::Result<()> {
+    crate::init::hostname::apply(short)?;
+    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
+    match fqdn {
+        Some(f) if f != short => hosts.push_str(&format!("127.0.1.1\t{f} {short}\n")),
+        _ => hosts.push_str(&format!("127.0.1.1\t{short}\n")),
+    }
+    write_file(
+        &components("/etc/hosts"),
+        hosts.as_bytes(),
+        WriteOpts::default(),
+    )?;
+    Ok(())
+}
+
+/// Decodes vendor-data and user-data (gzip, MIME, cloud-config) into the cloud state: user
+/// cloud-config is merged over vendor cloud-config. Problems become warnings.
+fn decode_user_data(ctx: &Ctx, md: &InstanceMetadata) {
+    let limits = limits();
+    let mut merged = CloudConfig::default();
+    if let Some(vd) = &md.vendor_data {
+        match parse_user_data(vd, &limits) {
+            Ok(ud) => merged.merge(CloudConfig::from_user_data(&ud, md.launch_index, &limits)),
+            Err(e) => ctx.warn("vendor-data", e.to_string()),
+        }
+    }
+    let mut user_data = None;
+    if let Some(raw) = &md.user_data {
+        match parse_user_data(raw, &limits) {
+            Ok(ud) => {
+                for w in &ud.warnings {
+                    ctx.warn("user-data", w.clone());
+                }
+                merged.merge(CloudConfig::from_user_data(&ud, md.launch_index, &limits));
+                user_data = Some(ud);
+            }
+            Err(e) => ctx.error("user-data", format!("{e}; user-data ignored")),
+        }
+    }
+    for w in &merged.warnings {
+        ctx.warn("cloud-config", w.clone());
+    }
+    if !merged.unknown_keys.is_empty() {
+        ctx.warn(
+            "cloud-config",
+            format!(
+                "unsupported keys ignored: {}",
+                merged.unknown_keys.join(", ")
+            ),
+        );
+    }
+    let mut c = ctx.cloud();
+    c.user_data = user_data;
+    c.cloud_config = merged;
+}

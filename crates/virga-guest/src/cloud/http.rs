@@ -1,0 +1,58 @@
+//! The HTTP driver for the sans-IO metadata crawlers: one request, one deadline, a bounded body,
+//! redirects reported, never followed.
+
+use std::io::Read;
+
+use cloud_metadata::http::{HttpOutcome, HttpRequest, Method};
+
+/// Sends `req` to `base` (e.g. `http://169.254.169.254`) and reports what happened.
+pub fn send(base: &str, req: &HttpRequest) -> HttpOutcome {
+    let url = if base.ends_with('/') && req.path.starts_with('/') {
+        format!("{}{}", base.trim_end_matches('/'), req.path)
+    } else if !base.ends_with('/') && !req.path.starts_with('/') {
+        format!("{base}/{}", req.path)
+    } else {
+        format!("{base}{}", req.path)
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(req.timeout))
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .max_response_header_size(16 * 1024)
+        .user_agent(concat!("virga/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let result = match req.method {
+        Method::Get => {
+            let mut r = agent.get(&url);
+            for (k, v) in &req.headers {
+                r = r.header(k.as_str(), v.as_str());
+            }
+            r.call()
+        }
+        Method::Put => {
+            let mut r = agent.put(&url);
+            for (k, v) in &req.headers {
+                r = r.header(k.as_str(), v.as_str());
+            }
+            r.send_empty()
+        }
+    };
+    match result {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let mut body = Vec::new();
+            let limit = req.max_body as u64 + 1;
+            match resp
+                .into_body()
+                .into_reader()
+                .take(limit)
+                .read_to_end(&mut body)
+            {
+                Ok(_) => HttpOutcome::Response { status, body },
+                Err(e) => HttpOutcome::Failed(format!("{} {url}: reading body: {e}", req.method)),
+            }
+        }
+        Err(e) => HttpOutcome::Failed(format!("{} {url}: {e}", req.method)),
+    }
+}

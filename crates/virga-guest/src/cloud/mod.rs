@@ -1,0 +1,211 @@
+//! Cloud metadata in the guest: the persistent state disk, datasource detection, applying
+//! metadata, and user-data. The parsing is `cloud-metadata`'s; this is the I/O around it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use boot_contract::cmdline::DATASOURCES;
+use boot_contract::{DatasourceStatus, StageResult};
+use cloud_metadata::{CloudConfig, Datasource, InstanceMetadata, Limits, UserData};
+
+use crate::init::Ctx;
+
+pub mod accounts;
+pub mod apply;
+pub mod blockdev;
+pub mod datasource;
+pub mod fsutil;
+pub mod http;
+pub mod per;
+pub mod userdata;
+
+/// Where the state disk is mounted (and where state lives without one).
+pub const STATE_DIR: &str = "/var/lib/virga";
+/// The state disk's label.
+pub const STATE_LABEL: &str = "virga-state";
+/// Where the datasource's answer is kept for `virga query`.
+pub const DATASOURCE_JSON: &str = "/run/virga/datasource.json";
+
+/// What the cloud stages learn and hand to each other.
+#[derive(Debug, Default)]
+pub struct CloudState {
+    /// The datasource's answer.
+    pub md: Option<InstanceMetadata>,
+    /// Where it came from.
+    pub source: String,
+    /// Datasources tried.
+    pub tried: Vec<String>,
+    /// Whether the instance id changed since the last boot.
+    pub new_instance: bool,
+    /// Time spent in detection.
+    pub detect_ms: f64,
+    /// Decoded user-data.
+    pub user_data: Option<UserData>,
+    /// Merged cloud-config (user-data, after vendor-data).
+    pub cloud_config: CloudConfig,
+    /// Whether the local pass found nothing and the network pass should run.
+    pub need_network_ds: bool,
+}
+
+/// Size and depth limits for everything the datasources deliver.
+pub fn limits() -> Limits {
+    Limits::default()
+}
+
+/// The datasource order: `virga.ds=` on the command line, else the image's list.
+pub fn order(ctx: &Ctx) -> Vec<Datasource> {
+    let names: Vec<String> = match ctx.cmd().get(DATASOURCES) {
+        Some(v) => vec![v.to_owned()],
+        None => ctx.image.datasources.clone(),
+    };
+    let (order, unknown) = datasource::parse_order(&names);
+    for u in unknown {
+        ctx.warn("datasource", u);
+    }
+    order
+}
+
+/// Stage `state`: mounts the ext4 disk labelled `virga-state` on `/var/lib/virga`.
+pub fn stage_state(ctx: &Ctx) -> anyhow::Result<StageResult> {
+    let devices = blockdev::scan();
+    let Some(dev) = devices.iter().find(|d| d.label == STATE_LABEL) else {
+        return Ok(StageResult::Skipped);
+    };
+    std::fs::create_dir_all(STATE_DIR)?;
+    let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
+    nix::mount::mount(
+        Some(dev.device.as_path()),
+        STATE_DIR,
+        Some(dev.fstype),
+        flags,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "mount {} ({}) on {STATE_DIR}: {e}",
+            dev.device.display(),
+            dev.fstype
+        )
+    })?;
+    tracing::info!(
+        "persistent state on {} ({})",
+        dev.device.display(),
+        dev.fstype
+    );
+    ctx.update(|s| s.persistent_state = true);
+    Ok(StageResult::Ok)
+}
+
+/// Stage `datasource-local`: seed disks, seed directories and config drives.
+pub fn stage_local(ctx: &Ctx) -> anyhow::Result<StageResult> {
+    let order = order(ctx);
+    let t = Instant::now();
+    let det = datasource::detect_local(&order, &ctx.cmdline, &limits());
+    for p in &det.problems {
+        ctx.warn("datasource", p.clone());
+    }
+    let found = det.found.is_some();
+    let wants_network = order.iter().any(|d| !datasource::is_local(*d));
+    {
+        let mut c = ctx.cloud();
+        c.tried.extend(det.tried);
+        c.detect_ms += t.elapsed().as_secs_f64() * 1000.0;
+        if let Some(f) = det.found {
+            c.md = Some(f.md);
+            c.source = f.source;
+        } else {
+            c.need_network_ds = wants_network;
+        }
+    }
+    if found {
+        publish(ctx);
+        Ok(StageResult::Ok)
+    } else {
+        Ok(StageResult::Skipped)
+    }
+}
+
+/// Stage `datasource-net`: the metadata services, when no local source answered.
+pub fn stage_network(ctx: &Ctx) -> anyhow::Result<StageResult> {
+    if !ctx.cloud().need_network_ds {
+        return Ok(StageResult::Skipped);
+    }
+    let order = order(ctx);
+    let deadline = ctx
+        .cmd()
+        .get("virga.ds_timeout")
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(60));
+    let url = ctx
+        .cmd()
+        .get("virga.metadata_url")
+        .unwrap_or(datasource::METADATA_URL)
+        .to_owned();
+    let t = Instant::now();
+    let det = datasource::detect_network(&order, &ctx.cmdline, &limits(), deadline, &url);
+    for p in &det.problems {
+        ctx.warn("datasource", p.clone());
+    }
+    let mut result = StageResult::Skipped;
+    {
+        let mut c = ctx.cloud();
+        c.tried.extend(det.tried);
+        c.detect_ms += t.elapsed().as_secs_f64() * 1000.0;
+        if let Some(f) = det.found {
+            c.md = Some(f.md);
+            c.source = f.source;
+            result = StageResult::Ok;
+        }
+    }
+    publish(ctx);
+    Ok(result)
+}
+
+/// Writes the datasource summary into the status document and `datasource.json`.
+pub fn publish(ctx: &Ctx) {
+    let c = ctx.cloud();
+    let Some(md) = &c.md else { return };
+    let status = DatasourceStatus {
+        name: md.datasource.as_str().into(),
+        source: c.source.clone(),
+        instance_id: md.instance_id.clone(),
+        new_instance: c.new_instance,
+        local_hostname: md.local_hostname.clone(),
+        availability_zone: md.availability_zone.clone(),
+        tried: c.tried.clone(),
+        ms: c.detect_ms,
+    };
+    for w in &md.warnings {
+        ctx.warn("datasource", w.clone());
+    }
+    if let Ok(json) = serde_json::to_string_pretty(md) {
+        let _ = std::fs::create_dir_all("/run/virga");
+        let _ = fsutil::write_file(
+            &fsutil::components(DATASOURCE_JSON),
+            json.as_bytes(),
+            fsutil::WriteOpts {
+                mode: 0o600,
+                ..Default::default()
+            },
+        );
+    }
+    drop(c);
+    ctx.update(|s| s.datasource = Some(status));
+}
+
+/// Reads the datasource's answer saved at boot (for the applets).
+pub fn saved_metadata() -> Result<InstanceMetadata, String> {
+    let text = std::fs::read_to_string(DATASOURCE_JSON)
+        .map_err(|e| format!("{DATASOURCE_JSON}: {e} (no datasource found at boot?)"))?;
+    serde_json::from_str(&text).map_err(|e| format!("{DATASOURCE_JSON}: {e}"))
+}
+
+/// Whether `/var/lib/virga` is the state disk.
+pub fn persistent() -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(STATE_DIR))
+        || Path::new("/run/virga/persistent").exists()
+}
