@@ -41,6 +41,13 @@ pub struct ImageConfig {
     /// The default user SSH keys from metadata are installed for.
     #[serde(default = "default_user")]
     pub default_user: String,
+    /// Run the SSH server (overridden by `virga.ssh=` on the command line).
+    #[serde(default = "yes")]
+    pub ssh: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The datasource order of an image that does not say: local sources first, then network ones.

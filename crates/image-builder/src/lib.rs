@@ -336,6 +336,7 @@ pub fn build(
         modules: module_entries,
         datasources: spec.datasources.clone(),
         default_user: "root".into(),
+        ssh: spec.userland.ssh.unwrap_or(true),
     };
     let config_json = serde_json::to_string_pretty(&config).unwrap_or_default();
     tree.file(IMAGE_CONFIG_PATH, config_json.into_bytes(), 0o644);

@@ -158,6 +158,9 @@ pub struct UserlandSpec {
     /// Root shell on the console; `None` = the profile's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_shell: Option<bool>,
+    /// Run virga's SSH server (default: on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<bool>,
     /// A prebuilt guest binary to use instead of building one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_binary: Option<PathBuf>,

@@ -64,9 +64,11 @@ fn two_builds_are_byte_identical_and_manifest_is_right() {
         assert_eq!(data.len() as u64, art.size);
     }
     let g = m.guest_binary_size.unwrap();
+    // 3 MiB covered PID 1, metadata and networking; the SSH server (russh + ring) adds about
+    // 1.9 MiB (measured in docs/benchmarks.md), so the whole guest is held under 4 MiB.
     assert!(
-        g < 3 * 1024 * 1024,
-        "guest binary {g} bytes is over the 3 MiB budget"
+        g < 4 * 1024 * 1024,
+        "guest binary {g} bytes is over the 4 MiB budget"
     );
 }
 

@@ -17,6 +17,7 @@ pub fn usage() {
          apply             apply the saved metadata again (hostname, keys, seed, files)\n  \
          userdata          run user-data again (respecting per-instance/once semaphores)\n  \
          per FREQ NAME CMD…  run CMD once per boot|instance|once (or always) under NAME\n  \
+         sshd [--port N]   the SSH server (run by PID 1 as a service)\n  \
          poweroff [-f]     power the machine off cleanly (-f: now, without stopping services)\n  \
          reboot [-f]       reboot cleanly\n  \
          halt [-f]         halt cleanly"
@@ -57,6 +58,8 @@ pub fn run(applet: &str, args: &[String]) -> ExitCode {
             rerun(crate::cloud::userdata::stage_late)
         }
         "per" => per(args),
+        "sshd" => crate::init::ssh::sshd_main(args),
+        "sftp-server" => crate::init::ssh::sftp_main(),
         "help" | "--help" | "-h" => {
             usage();
             ExitCode::SUCCESS

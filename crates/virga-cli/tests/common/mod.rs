@@ -93,3 +93,93 @@ pub fn boot_ready(cfg: &VmConfig) -> (Vm, boot_contract::ReadyReport) {
     let report = boot_contract::ReadyReport::parse_line(&line).expect("ready JSON");
     (vm, report)
 }
+
+/// A booted guest with a console shell, driven over the serial line.
+pub struct Guest {
+    /// The VM.
+    pub vm: Vm,
+    /// The ready report.
+    pub ready: boot_contract::ReadyReport,
+    seq: u32,
+    /// Keeps seed images and the metadata directory alive as long as the VM.
+    pub runtime: tempfile::TempDir,
+}
+
+/// Boots the default image with this instance (and extra kernel arguments).
+pub fn boot_instance(opts: &vm_runner::instance::InstanceOptions, extra_cmdline: &str) -> Guest {
+    let out = default_image();
+    let mut cfg = vm_config(&out, extra_cmdline);
+    let runtime = tempfile::tempdir().unwrap();
+    vm_runner::instance::attach(opts, &mut cfg, runtime.path()).expect("attach datasource");
+    let (mut vm, ready) = boot_ready(&cfg);
+    vm.wait_for("console shell", Duration::from_secs(30), |l| {
+        l.contains("service console-shell started")
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    Guest {
+        vm,
+        ready,
+        seq: 0,
+        runtime,
+    }
+}
+
+/// Instance options for tests: the metadata server is this test's `virga` binary.
+pub fn instance(ds: vm_runner::instance::Datasource) -> vm_runner::instance::InstanceOptions {
+    let mut o = vm_runner::instance::InstanceOptions::new(ds, env!("CARGO_BIN_EXE_virga").into());
+    o.public_keys = vec![TEST_KEY.to_owned()];
+    o
+}
+
+/// A syntactically valid ed25519 public key for injection tests.
+pub const TEST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGh3KHDLrAa4DoEK0lmKyPg9QVMSYmOJvdtl6JVo8aEk virga-e2e";
+
+impl Guest {
+    /// Runs a shell command on the console and returns its output lines.
+    pub fn sh(&mut self, cmd: &str) -> Vec<String> {
+        self.seq += 1;
+        let (b, e) = (format!("__B{}__", self.seq), format!("__E{}__", self.seq));
+        // The extra `echo` ends output that lacks a final newline; its empty line is dropped.
+        self.vm
+            .send(&format!("echo {b}; {cmd}; echo; echo {e}\n"))
+            .unwrap();
+        self.vm
+            .wait_for(&e, Duration::from_secs(60), |l| l.trim() == e)
+            .unwrap_or_else(|err| panic!("{err}\nconsole:\n{}", self.vm.lines().join("\n")));
+        let lines = self.vm.lines();
+        let end = lines.iter().rposition(|l| l.trim() == e).unwrap();
+        let start = lines[..end].iter().rposition(|l| l.trim() == b).unwrap();
+        let mut out: Vec<String> = lines[start + 1..end]
+            .iter()
+            .map(|l| l.trim_end().to_owned())
+            .filter(|l| !l.contains("virga:  INFO") && !l.contains("virga:  WARN"))
+            .collect();
+        if out.last().is_some_and(|l| l.is_empty()) {
+            out.pop();
+        }
+        out
+    }
+
+    /// One line of output.
+    pub fn sh1(&mut self, cmd: &str) -> String {
+        self.sh(cmd).join("\n").trim().to_owned()
+    }
+
+    /// The guest's status document.
+    pub fn status(&mut self) -> boot_contract::Status {
+        let text = self.sh("cat /run/virga/status.json").join("\n");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("status.json: {e}\n{text}"))
+    }
+
+    /// Powers off with the `poweroff` applet and waits for QEMU to exit.
+    pub fn poweroff(mut self) {
+        self.vm.send("poweroff\n").unwrap();
+        self.vm
+            .wait_for("power-off", Duration::from_secs(30), |l| {
+                l.contains(boot_contract::console::POWEROFF_LINE)
+            })
+            .unwrap();
+        assert!(self.vm.wait_exit(Duration::from_secs(20)).is_some());
+    }
+}

@@ -23,6 +23,7 @@ mod power_button;
 mod report;
 mod rng;
 pub mod shutdown;
+pub mod ssh;
 mod supervisor;
 
 /// Shared boot state: configuration in, status out.
@@ -204,6 +205,7 @@ pub fn main() -> ! {
         ("datasource-net", crate::cloud::stage_network, 4),
         ("apply", crate::cloud::apply::stage_apply, 1),
         ("user-data-early", crate::cloud::userdata::stage_early, 20),
+        ("ssh", ssh::stage, 4),
         ("user-data", crate::cloud::userdata::stage_late, 20),
     ];
     for (name, f, mult) in stages {

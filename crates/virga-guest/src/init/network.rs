@@ -156,6 +156,7 @@ pub fn to_static(cfg: &NetworkConfig, warn: &mut dyn FnMut(String)) -> StaticCon
     };
     let mut out = StaticConfig {
         nameservers: cfg.all_nameservers(),
+        resolv_conf: Some(std::path::PathBuf::from(net_config::RESOLV_CONF)),
         ..StaticConfig::default()
     };
     out.search = cfg.dns.search.clone();
@@ -352,5 +353,28 @@ config:
         fn to_string_lossy(&self) -> String {
             format!("{}/{}", self.addr, self.prefix_len)
         }
+    }
+}
+
+#[cfg(test)]
+mod network_data_tests {
+    use super::*;
+
+    #[test]
+    fn maps_network_data_json_with_dns_service() {
+        let json = br#"{"links":[{"id":"l0","type":"phy","ethernet_mac_address":"52:54:00:12:34:56","mtu":1400}],
+            "networks":[{"id":"n0","link":"l0","type":"ipv4","ip_address":"10.0.2.77","netmask":"255.255.255.0",
+                         "routes":[{"network":"0.0.0.0","netmask":"0.0.0.0","gateway":"10.0.2.2"}]}],
+            "services":[{"type":"dns","address":"10.0.2.3"}]}"#;
+        let cfg =
+            cloud_metadata::network::parse_network_data(json, &cloud_metadata::Limits::default())
+                .unwrap();
+        let st = to_static(&cfg, &mut |_| {});
+        assert_eq!(
+            st.nameservers,
+            vec!["10.0.2.3".parse::<IpAddr>().unwrap()],
+            "{cfg:?}"
+        );
+        assert!(st.resolv_conf.is_some());
     }
 }

@@ -89,7 +89,8 @@ pub fn ready(ctx: &Ctx, init_ms: f64) {
 
 /// Writes `/run/virga/status.json` atomically.
 pub fn write_status(ctx: &Ctx) {
-    let json = serde_json::to_string_pretty(&ctx.status()).unwrap_or_default();
+    let mut json = serde_json::to_string_pretty(&ctx.status()).unwrap_or_default();
+    json.push('\n');
     let tmp = format!("{STATUS_PATH}.tmp");
     let r = std::fs::create_dir_all("/run/virga")
         .and_then(|()| std::fs::write(&tmp, json))

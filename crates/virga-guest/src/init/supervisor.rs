@@ -171,6 +171,16 @@ fn open_tty(path: &str) -> std::io::Result<(Stdio, Stdio, Stdio)> {
 /// The services this image runs.
 fn services(ctx: &Ctx) -> Vec<Service> {
     let mut v = Vec::new();
+    if super::ssh::enabled(ctx) {
+        let dir = super::ssh::key_dir();
+        let dir = dir.to_string_lossy();
+        v.push(Service::new(
+            "sshd",
+            &["/sbin/virga", "sshd", "--host-key-dir", &dir],
+            &[("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")],
+            None,
+        ));
+    }
     let shell_wanted = ctx.cmd().flag(SHELL).unwrap_or(ctx.image.console_shell);
     if let (true, Some(shell)) = (shell_wanted, ctx.image.shell.as_deref()) {
         if std::path::Path::new(shell).exists() {

@@ -1,0 +1,307 @@
+//! End-to-end: every datasource booted in QEMU, user-data and cloud-config applied, per-instance
+//! semantics across reboots on a state disk, and bad metadata that must not stop the boot.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use vm_runner::DriveKind;
+use vm_runner::instance::Datasource;
+
+fn assert_identity(g: &mut Guest, hostname: &str) {
+    assert_eq!(g.sh1("hostname"), hostname);
+    let keys = g.sh1("cat /root/.ssh/authorized_keys");
+    assert!(keys.contains("virga-e2e"), "authorized_keys: {keys}");
+    assert_eq!(g.sh1("stat -c %a /root/.ssh/authorized_keys"), "600");
+}
+
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn nocloud_iso_per_instance_script_runs_once_per_instance_id() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut o = instance(Datasource::NoCloud);
+    o.hostname = "nc-iso".into();
+    o.state = Some(state_dir.path().join("state.img"));
+    o.instance_id = Some("i-first".into());
+    o.user_data = Some(b"#!/bin/sh\necho run >> /var/lib/virga/count\n".to_vec());
+
+    let mut g = boot_instance(&o, "");
+    assert_identity(&mut g, "nc-iso");
+    assert_eq!(g.sh1("wc -l < /var/lib/virga/count"), "1");
+    let s = g.status();
+    let ds = s.datasource.clone().unwrap();
+    assert_eq!(
+        (ds.name.as_str(), ds.instance_id.as_str(), ds.new_instance),
+        ("nocloud", "i-first", true)
+    );
+    assert!(ds.source.contains("iso9660 cidata"), "{ds:?}");
+    assert!(s.persistent_state);
+    g.poweroff();
+
+    // Same instance, same state disk: the script does not run again.
+    let mut g = boot_instance(&o, "");
+    assert_eq!(g.sh1("wc -l < /var/lib/virga/count"), "1");
+    let s = g.status();
+    assert!(!s.datasource.unwrap().new_instance);
+    let actions = s.user_data.unwrap().actions;
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.starts_with("scripts-user.part-000: skipped")),
+        "{actions:?}"
+    );
+    g.poweroff();
+
+    // A new instance id on the same disk: it runs again.
+    o.instance_id = Some("i-second".into());
+    let mut g = boot_instance(&o, "");
+    assert_eq!(g.sh1("wc -l < /var/lib/virga/count"), "2");
+    assert!(g.status().datasource.unwrap().new_instance);
+    g.poweroff();
+}
+
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn nocloud_vfat_on_virtio_and_no_state_disk() {
+    let mut o = instance(Datasource::NoCloud);
+    o.hostname = "nc-fat".into();
+    o.seed_format = seed_image::SeedFormat::Vfat;
+    o.seed_bus = DriveKind::Virtio;
+    let mut g = boot_instance(&o, "");
+    assert_identity(&mut g, "nc-fat");
+    let s = g.status();
+    assert!(!s.persistent_state);
+    assert!(s.datasource.unwrap().source.contains("vfat cidata"));
+    g.poweroff();
+}
+
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn configdrive_with_static_network_data() {
+    let mut o = instance(Datasource::ConfigDrive);
+    o.hostname = "cd-box.example.org".into();
+    // QEMU's default MAC; slirp's network is 10.0.2.0/24 with the gateway at .2.
+    o.network_config = Some(
+        br#"{"links":[{"id":"l0","type":"phy","ethernet_mac_address":"52:54:00:12:34:56","mtu":1400}],
+            "networks":[{"id":"n0","link":"l0","type":"ipv4","ip_address":"10.0.2.77","netmask":"255.255.255.0",
+                         "routes":[{"network":"0.0.0.0","netmask":"0.0.0.0","gateway":"10.0.2.2"}]}],
+            "services":[{"type":"dns","address":"10.0.2.3"}]}"#
+            .to_vec(),
+    );
+    let mut g = boot_instance(&o, "");
+    assert_identity(&mut g, "cd-box");
+    let addrs = g.sh1("ip -4 -o addr show dev eth0");
+    assert!(addrs.contains("10.0.2.77/24"), "{addrs}");
+    assert!(g.sh1("cat /sys/class/net/eth0/mtu") == "1400");
+    assert!(g.sh1("ip route").contains("default via 10.0.2.2"));
+    let resolv = g.sh1("cat /etc/resolv.conf; ls -la /etc/resolv.conf; virga status");
+    assert!(resolv.contains("nameserver 10.0.2.3"), "{resolv}");
+    assert!(
+        g.sh1("cat /etc/hosts")
+            .contains("cd-box.example.org cd-box")
+    );
+    assert_eq!(g.status().datasource.unwrap().name, "configdrive");
+    g.poweroff();
+}
+
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn ec2_imdsv2_with_cloud_config() {
+    let mut o = instance(Datasource::Ec2);
+    o.hostname = "ec2-box".into();
+    o.user_data = Some(
+        b"#cloud-config
+users:
+  - default
+  - name: alice
+    groups: [wheel]
+    shell: /bin/sh
+    ssh_authorized_keys:
+      - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGh3KHDLrAa4DoEK0lmKyPg9QVMSYmOJvdtl6JVo8aEk alice
+write_files:
+  - path: /etc/motd
+    content: aGVsbG8gZnJvbSBiNjQK
+    encoding: b64
+    permissions: '0600'
+  - path: /home/alice/notes.txt
+    content: deferred
+    owner: alice:alice
+    defer: true
+  - path: /etc/motd
+    content: appended
+    append: true
+    permissions: '0640'
+bootcmd:
+  - echo boot >> /run/bootcmd.log
+runcmd:
+  - [sh, -c, 'echo runcmd-argv > /root/runcmd.txt']
+  - echo runcmd-shell >> /root/runcmd.txt
+final_message: virga finished on $DATASOURCE
+no_such_module: true
+"
+        .to_vec(),
+    );
+    let mut g = boot_instance(&o, "");
+    assert_identity(&mut g, "ec2-box");
+    assert_eq!(g.sh("cat /etc/motd"), ["hello from b64", "appended"]);
+    assert_eq!(g.sh1("stat -c %a /etc/motd"), "640");
+    assert_eq!(
+        g.sh1("stat -c %U:%G:%s /home/alice/notes.txt"),
+        "alice:alice:8"
+    );
+    assert_eq!(
+        g.sh("cat /root/runcmd.txt"),
+        ["runcmd-argv", "runcmd-shell"]
+    );
+    assert_eq!(g.sh1("cat /run/bootcmd.log"), "boot");
+    assert!(g.sh1("grep ^wheel: /etc/group").ends_with("alice"));
+    assert!(
+        g.sh1("cat /home/alice/.ssh/authorized_keys")
+            .contains("alice")
+    );
+    assert!(
+        g.vm.lines()
+            .iter()
+            .any(|l| l.trim() == "virga finished on ec2")
+    );
+    let s = g.status();
+    assert_eq!(s.datasource.as_ref().unwrap().name, "ec2");
+    assert_eq!(s.user_data.unwrap().unknown_keys, ["no_such_module"]);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.message.contains("no_such_module"))
+    );
+    let log = std::fs::read_to_string(g.runtime.path().join("metadata-access.log")).unwrap();
+    assert!(
+        log.contains("PUT /latest/api/token"),
+        "IMDSv2 token not requested:\n{log}"
+    );
+    g.poweroff();
+}
+
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn openstack_service_and_mime_gzip_user_data() {
+    let mut o = instance(Datasource::OpenStack);
+    o.hostname = "os-box".into();
+    let mime = b"Content-Type: multipart/mixed; boundary=\"XX\"\nMIME-Version: 1.0\n\n--XX\nContent-Type: text/x-shellscript\n\n#!/bin/sh\necho from-mime > /root/mime.txt\n--XX\nContent-Type: text/cloud-config\n\n#cloud-config\nruncmd:\n  - echo from-cc >> /root/mime.txt\n--XX--\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, mime).unwrap();
+    o.user_data = Some(gz.finish().unwrap());
+    let mut g = boot_instance(&o, "");
+    assert_identity(&mut g, "os-box");
+    assert_eq!(g.sh("cat /root/mime.txt"), ["from-mime", "from-cc"]);
+    assert_eq!(
+        g.sh1("virga query instance-id"),
+        g.status().datasource.unwrap().instance_id
+    );
+    assert_eq!(g.status().datasource.unwrap().name, "openstack");
+    g.poweroff();
+}
+
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn power_state_powers_off_after_ready() {
+    let mut o = instance(Datasource::NoCloud);
+    o.user_data = Some(b"#cloud-config\npower_state:\n  mode: poweroff\n  delay: now\n  message: bye from power_state\n".to_vec());
+    let out = default_image();
+    let mut cfg = vm_config(&out, "");
+    let runtime = tempfile::tempdir().unwrap();
+    vm_runner::instance::attach(&o, &mut cfg, runtime.path()).unwrap();
+    let (mut vm, _) = boot_ready(&cfg);
+    vm.wait_for("power-off", Duration::from_secs(30), |l| {
+        l.contains(boot_contract::console::POWEROFF_LINE)
+    })
+    .unwrap();
+    assert!(vm.wait_exit(Duration::from_secs(20)).is_some());
+    assert!(
+        vm.lines()
+            .iter()
+            .any(|l| l.contains("bye from power_state"))
+    );
+}
+
+/// A metadata service that hangs, fails or redirects, and user-data that is junk or hostile:
+/// the boot completes, with the problems in the status document.
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn bad_metadata_never_stops_the_boot() {
+    for fault in ["hang", "500", "redirect"] {
+        let mut o = instance(Datasource::Ec2);
+        o.server_args = vec![format!("--fault={fault}")];
+        let mut g = boot_instance(&o, "virga.ds_timeout=8");
+        let s = g.status();
+        assert!(s.ready);
+        let ds = s.datasource.unwrap();
+        assert_eq!(ds.name, "none", "fault {fault}: {:?}", ds.tried);
+        assert!(
+            ds.tried
+                .iter()
+                .any(|t| t.starts_with("ec2:") && !t.contains("found")),
+            "{:?}",
+            ds.tried
+        );
+        assert!(
+            s.warnings.iter().any(|w| w.source == "datasource"),
+            "fault {fault}: {:?}",
+            s.warnings
+        );
+        g.poweroff();
+    }
+
+    let mut o = instance(Datasource::NoCloud);
+    let mut junk = vec![0u8, 159, 146, 150];
+    junk.extend((0..4096u32).map(|i| (i * 7 % 256) as u8));
+    o.user_data = Some(junk);
+    let mut g = boot_instance(&o, "");
+    assert!(g.status().ready);
+    g.poweroff();
+
+    let mut o = instance(Datasource::NoCloud);
+    o.public_keys = vec!["ssh-ed25519 not-base64!! bad".into(), TEST_KEY.into()];
+    o.user_data = Some(
+        b"#cloud-config\nwrite_files:\n  - path: /etc/../../tmp/escape\n    content: x\n  - path: /root/link/evil\n    content: x\nbootcmd:\n  - ln -sf /etc /root/link\n"
+            .to_vec(),
+    );
+    let mut g = boot_instance(&o, "");
+    let s = g.status();
+    assert!(s.ready);
+    assert!(
+        s.errors.iter().any(|e| e.message.contains("write_files")),
+        "{:?}",
+        s.errors
+    );
+    assert_eq!(
+        g.sh1("ls /etc/evil /tmp/escape 2>&1 | grep -c 'No such file'"),
+        "2"
+    );
+    let keys = g.sh1("cat /root/.ssh/authorized_keys");
+    assert!(
+        keys.contains("virga-e2e") && !keys.contains("not-base64"),
+        "{keys}"
+    );
+    g.poweroff();
+}
+
+/// 100 MiB of user-data is refused at the size limit without exhausting the guest.
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn huge_user_data_is_refused() {
+    let mut o = instance(Datasource::Ec2);
+    o.user_data = Some(vec![b'#'; 100 * 1024 * 1024]);
+    let mut g = boot_instance(&o, "virga.ds_timeout=30");
+    let s = g.status();
+    assert!(s.ready);
+    let ds = s.datasource.unwrap();
+    assert_eq!(ds.name, "none", "{:?}", ds.tried);
+    assert!(
+        ds.tried
+            .iter()
+            .any(|t| t.contains("user-data") || t.contains("large")),
+        "{:?}",
+        ds.tried
+    );
+    g.poweroff();
+}
