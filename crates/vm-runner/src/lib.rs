@@ -125,6 +125,11 @@ pub struct VmConfig {
     pub user_net: Option<Vec<PortForward>>,
     /// Extra `-netdev user` suboptions (e.g. `guestfwd=…`), appended verbatim.
     pub user_net_extra: Vec<String>,
+    /// A TAP device to connect the NIC to instead of user networking (e.g. one inside a
+    /// network namespace with a DHCP server; see `netns`).
+    pub tap: Option<String>,
+    /// Run QEMU inside this network namespace (`ip netns exec`), e.g. the one holding `tap`.
+    pub netns: Option<String>,
     /// Disks and CD-ROMs.
     pub drives: Vec<Drive>,
     /// Connect the terminal to the serial console (interactive use).
@@ -149,6 +154,8 @@ impl VmConfig {
             accel,
             user_net: Some(Vec::new()),
             user_net_extra: Vec::new(),
+            tap: None,
+            netns: None,
             drives: Vec::new(),
             interactive: false,
             echo: false,
@@ -164,6 +171,7 @@ impl VmConfig {
     /// are allowed.
     pub fn effective_cmdline(&self) -> String {
         if self.user_net.is_some()
+            && self.tap.is_none()
             && !self
                 .cmdline
                 .contains(&format!("{}=", boot_contract::cmdline::DATASOURCES))
@@ -221,7 +229,12 @@ impl VmConfig {
         push(&self.effective_cmdline());
         push("-device");
         push("virtio-rng-pci");
-        if let Some(fwds) = &self.user_net {
+        if let Some(tap) = &self.tap {
+            push("-netdev");
+            push(&format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
+            push("-device");
+            push("virtio-net-pci,netdev=net0");
+        } else if let Some(fwds) = &self.user_net {
             let mut netdev = "user,id=net0".to_owned();
             for f in fwds {
                 netdev.push_str(&format!(
@@ -306,7 +319,14 @@ impl Vm {
         }
         let runtime_dir = runtime_dir()?;
         let qmp_path = runtime_dir.join("qmp.sock");
-        let mut cmd = Command::new(QEMU);
+        let mut cmd = match &cfg.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, QEMU]);
+                c
+            }
+            None => Command::new(QEMU),
+        };
         cmd.args(cfg.qemu_args())
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
