@@ -50,7 +50,10 @@ $virga build -q --spec "$work/baseline.toml" --out "$work/baseline" >/dev/null
 
 for i in $(seq 1 "$runs"); do
   for img in virga baseline; do
-    if ! $virga run --expect-ready --quiet --json --timeout 120 --out "$work/$img" > "$work/$img.$i.json" 2>"$work/$img.$i.err"; then
+    # Same work on both sides: no NIC and no datasource, so virga's network and metadata stages
+    # have nothing to do (the foundation's PID 1 work against the baseline's rcS).
+    if ! $virga run --expect-ready --quiet --json --timeout 120 --no-net --datasource none \
+        --out "$work/$img" > "$work/$img.$i.json" 2>"$work/$img.$i.err"; then
       echo "boot $i of $img failed:" >&2; cat "$work/$img.$i.err" >&2; exit 1
     fi
   done
@@ -60,6 +63,8 @@ done
 python3 - "$work" "$runs" "$record" <<'PY'
 import sys, json, statistics, pathlib, datetime, subprocess
 work, runs, record = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+def mod_ms(r):
+    return sum(s["ms"] for s in r["ready"]["stages"] if s["name"] == "modules")
 def load(img):
     rs = [json.loads((work / f"{img}.{i}.json").read_text()) for i in range(1, runs + 1)]
     for r in rs:
@@ -72,6 +77,8 @@ def load(img):
         "vmlinuz bytes": size["vmlinuz"],
         "kernel → PID 1 (ms, guest)": med([r["ready"]["kernel_ms"] for r in rs]),
         "PID 1 → ready (ms, guest)": med([r["ready"]["init_ms"] for r in rs]),
+        "  of which module loading (ms)": med([mod_ms(r) for r in rs]),
+        "  PID 1 → ready without module loading (ms)": med([r["ready"]["init_ms"] - mod_ms(r) for r in rs]),
         "launch → ready (ms, wall)": med([r["wall_ms"] for r in rs]),
     }
 v, b = load("virga"), load("baseline")
@@ -85,7 +92,9 @@ accel = "TCG (software emulation)"
 head = (f"Boot benchmark, {datetime.date.today()}, kernel {kernel}, QEMU {accel}, 256 MiB, 1 vCPU, "
         f"medians of {runs} boots each.\nCommand: `bash bench/boot.sh --runs {runs}`\n")
 table = "\n".join(lines)
-verdict = f"\nPID 1 → ready ratio {target:.2f} (target ≤ 0.20): {'met' if target <= 0.2 else 'NOT met'}\n"
+own = v["  PID 1 → ready without module loading (ms)"] / b["  PID 1 → ready without module loading (ms)"]
+verdict = (f"\nPID 1 → ready ratio {target:.2f} (target ≤ 0.20): {'met' if target <= 0.2 else 'NOT met'}; "
+           f"without the kernel's module loading, which both sides wait for: {own:.2f}\n")
 print(head); print(table); print(verdict)
 if record:
     doc = pathlib.Path("docs/benchmarks.md")

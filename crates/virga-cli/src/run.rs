@@ -75,6 +75,9 @@ pub struct RunArgs {
     /// Forward this host port (on 127.0.0.1) to the guest's SSH port; `virga ssh` finds it.
     #[arg(long, value_name = "PORT")]
     pub ssh_port: Option<u16>,
+    /// No network card at all (the guest boots without network).
+    #[arg(long, conflicts_with = "ssh_port")]
+    pub no_net: bool,
     /// Datasource, metadata and state disk.
     #[command(flatten)]
     pub instance: InstanceArgs,
@@ -245,6 +248,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "virga: instance {id} ({}) via {:?}",
             args.instance.hostname, args.instance.datasource
         );
+    }
+    if args.no_net {
+        if !cfg.user_net_extra.is_empty() {
+            anyhow::bail!("--no-net: the ec2 and openstack datasources need the network");
+        }
+        cfg.user_net = None;
     }
     if let Some(port) = args.ssh_port {
         if let Some(fwds) = cfg.user_net.as_mut() {
