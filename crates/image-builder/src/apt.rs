@@ -286,8 +286,20 @@ impl PackageCache {
             });
         }
         std::fs::write(tmp.join(".complete"), b"").map_err(|e| BuildError::io(&tmp, e))?;
+        // Another build may have unpacked the same package meanwhile: a complete tree is never
+        // removed (it may be in use); only an incomplete leftover is replaced.
+        if dest.join(".complete").exists() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok(dest);
+        }
         let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(&tmp, &dest).map_err(|e| BuildError::io(&dest, e))?;
+        if let Err(e) = std::fs::rename(&tmp, &dest) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if dest.join(".complete").exists() {
+                return Ok(dest);
+            }
+            return Err(BuildError::io(&dest, e));
+        }
         Ok(dest)
     }
 }

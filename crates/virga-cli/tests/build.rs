@@ -184,3 +184,48 @@ fn run_without_build_says_so() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("virga build"));
 }
+
+/// With apt unreachable, a build reuses the cached, checked packages and says so.
+#[test]
+#[ignore = "downloads Debian packages with apt; run with --include-ignored (./dev test)"]
+fn offline_build_reuses_the_cache() {
+    // Populate the cache (a no-op when an earlier test or build already did).
+    let first = scratch("offline-a");
+    let o = run(virga().args(["build", "-q", "--out"]).arg(&first));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // apt-cache and apt-get that fail, first on PATH: as if the mirror were unreachable.
+    let fake = tempfile::tempdir().unwrap();
+    for tool in ["apt-cache", "apt-get"] {
+        let p = fake.path().join(tool);
+        std::fs::write(
+            &p,
+            "#!/bin/sh\necho 'E: Temporary failure resolving deb.debian.org' >&2\nexit 100\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let second = scratch("offline-b");
+    let o = run(virga()
+        .args(["build", "--out"])
+        .arg(&second)
+        .env("PATH", path));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("apt was unreachable; cached packages were used"),
+        "{stdout}"
+    );
+    for f in ["vmlinuz", "initramfs.img"] {
+        assert_eq!(
+            std::fs::read(first.join(f)).unwrap(),
+            std::fs::read(second.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
