@@ -75,6 +75,14 @@ pub struct RunArgs {
     /// Forward this host port (on 127.0.0.1) to the guest's SSH port; `virga ssh` finds it.
     #[arg(long, value_name = "PORT")]
     pub ssh_port: Option<u16>,
+    /// Forward host TCP port HOST (on 127.0.0.1) to guest port GUEST; repeatable.
+    #[arg(
+        long = "forward",
+        value_name = "HOST:GUEST",
+        value_parser = parse_forward,
+        conflicts_with = "no_net"
+    )]
+    pub forwards: Vec<(u16, u16)>,
     /// No network card at all (the guest boots without network).
     #[arg(long, conflicts_with = "ssh_port")]
     pub no_net: bool,
@@ -255,14 +263,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         cfg.user_net = None;
     }
+    add_forwards(&mut cfg, args.ssh_port, &args.forwards)?;
     if let Some(port) = args.ssh_port {
-        if let Some(fwds) = cfg.user_net.as_mut() {
-            fwds.push(vm_runner::PortForward {
-                host_addr: "127.0.0.1".into(),
-                host_port: port,
-                guest_port: 22,
-            });
-        }
         let state = serde_json::json!({ "ssh_port": port, "pid": std::process::id() });
         let _ = std::fs::write(args.out.join(RUN_STATE), format!("{state}\n"));
     }
@@ -293,6 +295,50 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         })
     }
+}
+
+/// Parses `--forward HOST:GUEST` (two TCP ports, neither 0).
+fn parse_forward(s: &str) -> Result<(u16, u16), String> {
+    let (host, guest) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}`: expected HOST:GUEST, e.g. 2222:2222"))?;
+    let port = |p: &str| match p.parse::<u16>() {
+        Ok(n) if n != 0 => Ok(n),
+        _ => Err(format!("`{p}` is not a TCP port (1-65535)")),
+    };
+    Ok((port(host)?, port(guest)?))
+}
+
+/// Adds the `--ssh-port` (to guest port 22) and `--forward` forwards to the user-mode network,
+/// all bound to 127.0.0.1 on the host.
+fn add_forwards(
+    cfg: &mut VmConfig,
+    ssh_port: Option<u16>,
+    forwards: &[(u16, u16)],
+) -> anyhow::Result<()> {
+    let Some(fwds) = cfg.user_net.as_mut() else {
+        anyhow::ensure!(
+            forwards.is_empty(),
+            "--forward needs QEMU user-mode networking, which this VM does not use"
+        );
+        return Ok(());
+    };
+    let all = ssh_port
+        .map(|p| (p, 22))
+        .into_iter()
+        .chain(forwards.iter().copied());
+    for (host_port, guest_port) in all {
+        anyhow::ensure!(
+            !fwds.iter().any(|f| f.host_port == host_port),
+            "host port {host_port} is forwarded twice"
+        );
+        fwds.push(vm_runner::PortForward {
+            host_addr: "127.0.0.1".into(),
+            host_port,
+            guest_port,
+        });
+    }
+    Ok(())
 }
 
 fn expect_ready(cfg: &VmConfig, timeout: u64, json: bool) -> anyhow::Result<ExitCode> {
@@ -358,4 +404,74 @@ fn expect_ready(cfg: &VmConfig, timeout: u64, json: bool) -> anyhow::Result<Exit
         return Ok(ExitCode::from(exit::NO_POWEROFF));
     }
     Ok(ExitCode::from(exit::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied())).map(|c| c.run)
+    }
+
+    fn cfg() -> VmConfig {
+        VmConfig::new(
+            "k".into(),
+            "i".into(),
+            "console=ttyS0".into(),
+            vm_runner::Accel::Tcg { reason: "t".into() },
+        )
+    }
+
+    #[test]
+    fn forward_is_repeatable_and_checked() {
+        let a = parse(&["--forward", "2222:2222", "--forward", "8080:80"]).unwrap();
+        assert_eq!(a.forwards, vec![(2222, 2222), (8080, 80)]);
+        assert!(parse(&[]).unwrap().forwards.is_empty());
+        assert!(parse(&["--forward", "2222:2222", "--no-net"]).is_err());
+        for bad in [
+            "2222", "2222:", ":22", "0:22", "22:0", "70000:22", "a:b", "1:2:3",
+        ] {
+            let e = parse(&["--forward", bad]).unwrap_err().to_string();
+            assert!(e.contains("--forward"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn forwards_reach_user_net_next_to_the_ssh_port() {
+        let a = parse(&["--ssh-port", "10022", "--forward", "10222:2222"]).unwrap();
+        let mut c = cfg();
+        add_forwards(&mut c, a.ssh_port, &a.forwards).unwrap();
+        let fwd = |host_port, guest_port| vm_runner::PortForward {
+            host_addr: "127.0.0.1".into(),
+            host_port,
+            guest_port,
+        };
+        assert_eq!(c.user_net, Some(vec![fwd(10022, 22), fwd(10222, 2222)]));
+        let q = c.qemu_args().join(" ");
+        assert!(
+            q.contains("hostfwd=tcp:127.0.0.1:10022-:22,hostfwd=tcp:127.0.0.1:10222-:2222"),
+            "{q}"
+        );
+    }
+
+    #[test]
+    fn forward_errors_are_clear() {
+        let mut c = cfg();
+        let e = add_forwards(&mut c, Some(10022), &[(10022, 2222)]).unwrap_err();
+        assert!(e.to_string().contains("10022 is forwarded twice"), "{e}");
+        let mut c = cfg();
+        c.user_net = None;
+        assert!(add_forwards(&mut c, None, &[(1, 2)]).is_err());
+        // --ssh-port alone on a VM without user networking stays a no-op, as before.
+        add_forwards(&mut c, Some(10022), &[]).unwrap();
+        assert_eq!(c.user_net, None);
+    }
 }

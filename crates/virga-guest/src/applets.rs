@@ -58,7 +58,9 @@ pub fn run(applet: &str, args: &[String]) -> ExitCode {
             rerun(crate::cloud::userdata::stage_late)
         }
         "per" => per(args),
+        #[cfg(feature = "ssh")]
         "sshd" => crate::init::ssh::sshd_main(args),
+        #[cfg(feature = "ssh")]
         "sftp-server" => crate::init::ssh::sftp_main(),
         "help" | "--help" | "-h" => {
             usage();

@@ -23,6 +23,7 @@ mod power_button;
 mod report;
 mod rng;
 pub mod shutdown;
+#[cfg(feature = "ssh")]
 pub mod ssh;
 mod supervisor;
 
@@ -205,6 +206,7 @@ pub fn main() -> ! {
         ("datasource-net", crate::cloud::stage_network, 4),
         ("apply", crate::cloud::apply::stage_apply, 1),
         ("user-data-early", crate::cloud::userdata::stage_early, 20),
+        #[cfg(feature = "ssh")]
         ("ssh", ssh::stage, 4),
         ("user-data", crate::cloud::userdata::stage_late, 20),
     ];

@@ -171,6 +171,7 @@ fn open_tty(path: &str) -> std::io::Result<(Stdio, Stdio, Stdio)> {
 /// The services this image runs.
 fn services(ctx: &Ctx) -> Vec<Service> {
     let mut v = Vec::new();
+    #[cfg(feature = "ssh")]
     if super::ssh::enabled(ctx) {
         let dir = super::ssh::key_dir();
         let dir = dir.to_string_lossy();
