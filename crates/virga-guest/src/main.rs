@@ -15,7 +15,10 @@ mod sys;
 
 fn main() -> ExitCode {
     if std::process::id() == 1 {
-        init::main();
+        // PID 1 must never exit: a panic that escapes the per-stage guards lands here, and
+        // the machine goes on in degraded mode (signals, shutdown, services, reaping).
+        let _ = std::panic::catch_unwind(|| init::main());
+        init::degraded();
     }
     let mut args: Vec<String> = std::env::args().collect();
     let argv0 = args

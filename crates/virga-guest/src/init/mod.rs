@@ -229,6 +229,15 @@ pub fn main() -> ! {
     supervisor::run(ctx)
 }
 
+/// What PID 1 does if its boot sequence panicked past every guard: report it, then supervise
+/// with the configuration on disk, so that shutdown, services and reaping still work.
+pub fn degraded() -> ! {
+    eprintln!("virga: PID 1 internal error during boot; continuing in degraded mode");
+    let ctx = Ctx::standalone();
+    ctx.error("init", "boot sequence panicked; degraded mode");
+    supervisor::run(Arc::new(ctx))
+}
+
 /// Schedules a power-state change (cloud-config `power_state`) after `delay`.
 pub fn schedule_power(action: shutdown::Action, delay: Duration, message: Option<String>) {
     let _ = std::thread::Builder::new()
