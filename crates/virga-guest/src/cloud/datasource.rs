@@ -177,8 +177,9 @@ fn with_retries<C: Crawler>(
     let mut state = policy.start(Duration::ZERO);
     loop {
         let mut c = crawler();
+        let client = super::http::Client::new();
         match drive(&mut c, |req| {
-            send_with_deadline(base, req, &policy, &state, start)
+            send_with_deadline(&client, base, req, &policy, &state, start)
         }) {
             Ok(md) => {
                 return Ok(Found {
@@ -201,6 +202,7 @@ fn with_retries<C: Crawler>(
 }
 
 fn send_with_deadline(
+    client: &super::http::Client,
     base: &str,
     req: &HttpRequest,
     policy: &Backoff,
@@ -212,7 +214,7 @@ fn send_with_deadline(
         .timeout
         .min(state.attempt_timeout(policy, start.elapsed()))
         .max(Duration::from_millis(100));
-    super::http::send(base, &req)
+    client.send(base, &req)
 }
 
 fn jitter() -> u32 {

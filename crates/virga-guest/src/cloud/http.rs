@@ -5,8 +5,40 @@ use std::io::Read;
 
 use cloud_metadata::http::{HttpOutcome, HttpRequest, Method};
 
-/// Sends `req` to `base` (e.g. `http://169.254.169.254`) and reports what happened.
-pub fn send(base: &str, req: &HttpRequest) -> HttpOutcome {
+/// An HTTP client for one crawl: connections are kept alive between requests (a metadata
+/// service behind QEMU `guestfwd` starts a server process per connection).
+#[derive(Debug)]
+pub struct Client {
+    agent: ureq::Agent,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    /// A client that never follows redirects and reports every status as it is.
+    pub fn new() -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .max_response_header_size(16 * 1024)
+            .max_idle_connections_per_host(1)
+            .user_agent(concat!("virga/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Self { agent }
+    }
+
+    /// Sends `req` to `base` (e.g. `http://169.254.169.254`) and reports what happened.
+    pub fn send(&self, base: &str, req: &HttpRequest) -> HttpOutcome {
+        send_with(&self.agent, base, req)
+    }
+}
+
+fn send_with(agent: &ureq::Agent, base: &str, req: &HttpRequest) -> HttpOutcome {
     let url = if base.ends_with('/') && req.path.starts_with('/') {
         format!("{}{}", base.trim_end_matches('/'), req.path)
     } else if !base.ends_with('/') && !req.path.starts_with('/') {
@@ -14,24 +46,17 @@ pub fn send(base: &str, req: &HttpRequest) -> HttpOutcome {
     } else {
         format!("{base}{}", req.path)
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(req.timeout))
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .max_response_header_size(16 * 1024)
-        .user_agent(concat!("virga/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
+    let timeout = Some(req.timeout);
     let result = match req.method {
         Method::Get => {
-            let mut r = agent.get(&url);
+            let mut r = agent.get(&url).config().timeout_global(timeout).build();
             for (k, v) in &req.headers {
                 r = r.header(k.as_str(), v.as_str());
             }
             r.call()
         }
         Method::Put => {
-            let mut r = agent.put(&url);
+            let mut r = agent.put(&url).config().timeout_global(timeout).build();
             for (k, v) in &req.headers {
                 r = r.header(k.as_str(), v.as_str());
             }

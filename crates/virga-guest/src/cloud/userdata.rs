@@ -448,6 +448,9 @@ fn run(cmd: &mut Proc) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("cannot run: {e}"))?;
     let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    // Poll with a growing interval: short commands are noticed within a millisecond or two,
+    // long ones cost a wake-up every 50 ms.
+    let mut pause = Duration::from_millis(1);
     loop {
         match child.try_wait() {
             Ok(Some(s)) if s.success() => return Ok(()),
@@ -457,7 +460,10 @@ fn run(cmd: &mut Proc) -> Result<(), String> {
                 let _ = child.wait();
                 return Err(format!("killed after {}s", SCRIPT_TIMEOUT.as_secs()));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
             Err(e) => return Err(format!("wait: {e}")),
         }
     }
