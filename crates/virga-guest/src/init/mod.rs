@@ -215,6 +215,16 @@ pub fn main() -> ! {
     }
     power_button::watch();
 
+    // Services start before the ready line, and the SSH server must accept connections by then:
+    // "ready" means a client can log in.
+    let t = Instant::now();
+    let services = supervisor::start(&ctx);
+    #[cfg(feature = "ssh")]
+    if ssh::enabled(&ctx) && !ssh::wait_listening(Duration::from_secs(5)) {
+        ctx.warn("ssh", "the SSH server is not accepting connections yet");
+    }
+    ctx.update(|s| s.stages.push(timing("services", t, true)));
+
     let t = Instant::now();
     report::print_status_block(&ctx);
     ctx.update(|s| s.stages.push(timing("report", t, true)));
@@ -226,7 +236,7 @@ pub fn main() -> ! {
     });
     report::ready(&ctx, init_ms);
 
-    supervisor::run(ctx)
+    supervisor::supervise(ctx, services)
 }
 
 /// What PID 1 does if its boot sequence panicked past every guard: report it, then supervise

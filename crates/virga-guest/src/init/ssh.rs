@@ -55,6 +55,23 @@ pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
     Ok(StageResult::Ok)
 }
 
+/// Waits until something accepts TCP connections on the SSH port (the service has bound it).
+pub fn wait_listening(deadline: std::time::Duration) -> bool {
+    let end = std::time::Instant::now() + deadline;
+    let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, SSH_PORT));
+    loop {
+        if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+            .is_ok()
+        {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The `sshd` applet: serves until killed. `--host-key-dir DIR`, `--port N`.
 pub fn sshd_main(args: &[String]) -> std::process::ExitCode {
     let mut dir = key_dir();

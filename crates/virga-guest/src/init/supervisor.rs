@@ -211,7 +211,22 @@ fn services(ctx: &Ctx) -> Vec<Service> {
 
 /// The supervision loop. Never returns: it ends in a shutdown.
 pub fn run(ctx: Arc<Ctx>) -> ! {
-    let mut services = services(&ctx);
+    let services = start(&ctx);
+    supervise(ctx, services)
+}
+
+/// Starts the image's services (before the ready line, so that "ready" means they run).
+pub fn start(ctx: &Ctx) -> Vec<Service> {
+    let mut services = services(ctx);
+    for s in services.iter_mut() {
+        s.start();
+    }
+    publish(ctx, &services);
+    services
+}
+
+/// The supervision loop over started services. Never returns: it ends in a shutdown.
+pub fn supervise(ctx: Arc<Ctx>, mut services: Vec<Service>) -> ! {
     let sfd = match SignalFd::with_flags(&sigset(), SfdFlags::SFD_CLOEXEC) {
         Ok(s) => Some(s),
         Err(e) => {
