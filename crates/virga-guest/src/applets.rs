@@ -147,7 +147,9 @@ fn ds(args: &[String]) -> ExitCode {
         let ctx = crate::init::Ctx::standalone();
         let order = crate::cloud::order(&ctx);
         let limits = crate::cloud::limits();
-        let mut det = crate::cloud::datasource::detect_local(&order, &ctx.cmdline, &limits);
+        let devices = crate::cloud::blockdev::scan();
+        let mut det =
+            crate::cloud::datasource::detect_local(&order, &ctx.cmdline, &devices, &limits);
         if det.found.is_none() {
             let net = crate::cloud::datasource::detect_network(
                 &order,

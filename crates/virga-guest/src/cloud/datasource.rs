@@ -71,14 +71,18 @@ pub fn parse_order(names: &[String]) -> (Vec<Datasource>, Vec<String>) {
     (order, unknown)
 }
 
-/// Tries the local datasources of `order`, in order.
-pub fn detect_local(order: &[Datasource], cmdline: &str, limits: &Limits) -> Detection {
+/// Tries the local datasources of `order`, in order, on these labelled devices.
+pub fn detect_local(
+    order: &[Datasource],
+    cmdline: &str,
+    devices: &[Labelled],
+    limits: &Limits,
+) -> Detection {
     let mut det = Detection::default();
-    let devices = blockdev::scan();
     for ds in order.iter().copied().filter(|d| is_local(*d)) {
         let result = match ds {
-            Datasource::NoCloud => nocloud_local(cmdline, &devices, limits),
-            Datasource::ConfigDrive => config_drive(&devices, limits),
+            Datasource::NoCloud => nocloud_local(cmdline, devices, limits),
+            Datasource::ConfigDrive => config_drive(devices, limits),
             _ => Ok(None),
         };
         if record(&mut det, ds, result) {

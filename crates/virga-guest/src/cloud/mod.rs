@@ -45,6 +45,15 @@ pub struct CloudState {
     pub cloud_config: CloudConfig,
     /// Whether the local pass found nothing and the network pass should run.
     pub need_network_ds: bool,
+    /// Labelled block devices, scanned once at boot (by the `state` stage).
+    pub devices: Option<Vec<blockdev::Labelled>>,
+}
+
+/// The labelled block devices: scanned once per boot (reading 64 KiB of each device), then
+/// reused by every stage that looks for a label.
+pub fn devices(ctx: &Ctx) -> Vec<blockdev::Labelled> {
+    let mut c = ctx.cloud();
+    c.devices.get_or_insert_with(blockdev::scan).clone()
 }
 
 /// Size and depth limits for everything the datasources deliver.
@@ -67,7 +76,7 @@ pub fn order(ctx: &Ctx) -> Vec<Datasource> {
 
 /// Stage `state`: mounts the ext4 disk labelled `virga-state` on `/var/lib/virga`.
 pub fn stage_state(ctx: &Ctx) -> anyhow::Result<StageResult> {
-    let devices = blockdev::scan();
+    let devices = devices(ctx);
     let Some(dev) = devices.iter().find(|d| d.label == STATE_LABEL) else {
         return Ok(StageResult::Skipped);
     };
@@ -100,7 +109,12 @@ pub fn stage_state(ctx: &Ctx) -> anyhow::Result<StageResult> {
 pub fn stage_local(ctx: &Ctx) -> anyhow::Result<StageResult> {
     let order = order(ctx);
     let t = Instant::now();
-    let det = datasource::detect_local(&order, &ctx.cmdline, &limits());
+    let devices = if order.iter().any(|d| datasource::is_local(*d)) {
+        devices(ctx)
+    } else {
+        Vec::new()
+    };
+    let det = datasource::detect_local(&order, &ctx.cmdline, &devices, &limits());
     for p in &det.problems {
         ctx.warn("datasource", p.clone());
     }
