@@ -26,23 +26,7 @@ cargo build -q -p virga-cli
 virga=target/debug/virga
 
 # The baseline spec is derived from virga.toml so both images carry the same kernel and modules.
-python3 - "$work" <<'PY'
-import sys, tomllib, pathlib
-work = pathlib.Path(sys.argv[1])
-text = pathlib.Path("virga.toml").read_text()
-spec = tomllib.loads(text)
-text = text.replace('name = "virga-default"', 'name = "baseline-busybox"')
-text = text.replace('init = "virga"', 'init = "busybox"')
-assert 'init = "busybox"' in text, "virga.toml must set userland.init"
-(work / "modules").write_text("\n".join(spec["kernel"]["modules"]) + "\n")
-base = pathlib.Path("bench/baseline").resolve()
-for path, src, mode in [("/etc/inittab", base / "inittab", "0644"),
-                        ("/etc/init.d/rcS", base / "rcS", "0755"),
-                        ("/etc/acpi/PWRF/00000080", base / "acpi-power", "0755"),
-                        ("/etc/modules", work / "modules", "0644")]:
-    text += f'\n[[files]]\npath = "{path}"\nsource = "{src}"\nmode = "{mode}"\n'
-(work / "baseline.toml").write_text(text)
-PY
+python3 bench/baseline-spec.py baseline-busybox "$work" > "$work/baseline.toml"
 
 echo "building images..." >&2
 $virga build -q --out "$work/virga" >/dev/null

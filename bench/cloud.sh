@@ -36,34 +36,12 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # The baseline spec is derived from virga.toml as bench/boot.sh derives its own (same kernel and
 # modules, BusyBox init + bench/baseline/rcS), plus the cloud scripts of bench/baseline-cloud.
-python3 - "$work" <<'PY'
-import sys, tomllib, pathlib
-work = pathlib.Path(sys.argv[1])
-text = pathlib.Path("virga.toml").read_text()
-spec = tomllib.loads(text)
-text = text.replace('name = "virga-default"', 'name = "baseline-busybox-cloud"')
-text = text.replace('init = "virga"', 'init = "busybox"')
-assert 'init = "busybox"' in text, "virga.toml must set userland.init"
-(work / "modules").write_text("\n".join(spec["kernel"]["modules"]) + "\n")
-base = pathlib.Path("bench/baseline").resolve()
-cloud = pathlib.Path("bench/baseline-cloud").resolve()
-files = [("/etc/inittab", base / "inittab", "0644"),
-         ("/etc/init.d/rcS", base / "rcS", "0755"),
-         ("/etc/acpi/PWRF/00000080", base / "acpi-power", "0755"),
-         ("/etc/modules", work / "modules", "0644"),
-         ("/etc/init.d/cloud", cloud / "cloud", "0644"),
-         ("/lib/cloud/ds", cloud / "ds", "0755"),
-         ("/lib/cloud/ds-nocloud", cloud / "ds-seedfs", "0755"),
-         ("/lib/cloud/ds-configdrive", cloud / "ds-seedfs", "0755"),
-         ("/lib/cloud/ds-ec2", cloud / "ds-ec2", "0755"),
-         ("/lib/cloud/ds-openstack", cloud / "ds-openstack", "0755"),
-         ("/lib/cloud/ds-none", cloud / "ds-none", "0755"),
-         ("/lib/cloud/json2tree.awk", cloud / "json2tree.awk", "0644"),
-         ("/lib/cloud/udhcpc.script", cloud / "udhcpc.script", "0755")]
-for path, src, mode in files:
-    text += f'\n[[files]]\npath = "{path}"\nsource = "{src}"\nmode = "{mode}"\n'
-(work / "baseline.toml").write_text(text)
-PY
+python3 bench/baseline-spec.py baseline-busybox-cloud "$work" \
+  /etc/init.d/cloud=bench/baseline-cloud/cloud:0644 /lib/cloud/ds=bench/baseline-cloud/ds:0755 \
+  /lib/cloud/ds-nocloud=bench/baseline-cloud/ds-seedfs:0755 /lib/cloud/ds-configdrive=bench/baseline-cloud/ds-seedfs:0755 \
+  /lib/cloud/ds-ec2=bench/baseline-cloud/ds-ec2:0755 /lib/cloud/ds-openstack=bench/baseline-cloud/ds-openstack:0755 \
+  /lib/cloud/ds-none=bench/baseline-cloud/ds-none:0755 /lib/cloud/json2tree.awk=bench/baseline-cloud/json2tree.awk:0644 \
+  /lib/cloud/udhcpc.script=bench/baseline-cloud/udhcpc.script:0755 > "$work/baseline.toml"
 
 # The user-data both sides run (once per instance, `#!`): it reports what apply did.
 cat >"$work/user-data" <<'EOF'
