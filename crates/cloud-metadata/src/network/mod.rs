@@ -538,6 +538,30 @@ fn parse_mtu(node: &Node, ctx: &str, warnings: &mut Vec<String>) -> Option<u32> 
     }
 }
 
+/// The checks every route format shares: a destination, one address family, an optional
+/// `metric`. Problems become warnings and drop the route.
+fn finish_route(
+    r: &Node,
+    to: Option<IpPrefix>,
+    via: Option<IpAddr>,
+    ctx: &str,
+    warnings: &mut Vec<String>,
+) -> Option<Route> {
+    let Some(to) = to else {
+        warnings.push(format!("{ctx}: route without a valid destination ignored"));
+        return None;
+    };
+    if via.is_some_and(|v| v.is_ipv4() != to.addr.is_ipv4()) {
+        warnings.push(format!("{ctx}: route mixes address families; ignored"));
+        return None;
+    }
+    let metric = r
+        .get("metric")
+        .and_then(Node::as_u64_loose)
+        .and_then(|m| u32::try_from(m).ok());
+    Some(Route { to, via, metric })
+}
+
 fn parse_ip(node: &Node) -> Option<IpAddr> {
     node.scalar_string()?.trim().parse().ok()
 }

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use super::{
-    Dns, Interface, InterfaceKind, IpPrefix, NetworkConfig, NetworkSource, Route,
+    Dns, Interface, InterfaceKind, IpPrefix, NetworkConfig, NetworkSource, Route, finish_route,
     netmask_to_prefix, normalize_mac, parameters, parse_ip, parse_mtu, scalar_list, valid_ifname,
     warn_unknown_keys,
 };
@@ -324,21 +324,5 @@ pub(super) fn route(r: &Node, ctx: &str, warnings: &mut Vec<String>) -> Option<R
             .and_then(|ip| IpPrefix::new(ip, netmask_to_prefix(m, ip.is_ipv4())?)),
         (Some(d), _) => d.parse().ok(),
     };
-    let Some(to) = to else {
-        warnings.push(format!("{ctx}: route without a valid destination ignored"));
-        return None;
-    };
-    if gateway.is_some_and(|g| g.is_ipv4() != to.addr.is_ipv4()) {
-        warnings.push(format!("{ctx}: route mixes address families; ignored"));
-        return None;
-    }
-    let metric = r
-        .get("metric")
-        .and_then(Node::as_u64_loose)
-        .and_then(|m| u32::try_from(m).ok());
-    Some(Route {
-        to,
-        via: gateway,
-        metric,
-    })
+    finish_route(r, to, gateway, ctx, warnings)
 }

@@ -1,8 +1,8 @@
 //! cloud-init network-config version 2 (the netplan subset cloud-init passes through).
 
 use super::{
-    Interface, InterfaceKind, IpPrefix, NetworkConfig, NetworkSource, Route, normalize_mac,
-    parameters, parse_ip, parse_mtu, scalar_list, valid_ifname, warn_unknown_keys,
+    Interface, InterfaceKind, IpPrefix, NetworkConfig, NetworkSource, Route, finish_route,
+    normalize_mac, parameters, parse_ip, parse_mtu, scalar_list, valid_ifname, warn_unknown_keys,
 };
 use crate::MetadataError;
 use crate::value::Node;
@@ -277,17 +277,5 @@ fn route(r: &Node, ctx: &str, warnings: &mut Vec<String>) -> Option<Route> {
         Some("default") | None => via.as_ref().map(IpPrefix::default_for),
         Some(t) => t.parse().ok(),
     };
-    let Some(to) = to else {
-        warnings.push(format!("{ctx}: route without a valid destination ignored"));
-        return None;
-    };
-    if via.is_some_and(|v| v.is_ipv4() != to.addr.is_ipv4()) {
-        warnings.push(format!("{ctx}: route mixes address families; ignored"));
-        return None;
-    }
-    let metric = r
-        .get("metric")
-        .and_then(Node::as_u64_loose)
-        .and_then(|m| u32::try_from(m).ok());
-    Some(Route { to, via, metric })
+    finish_route(r, to, via, ctx, warnings)
 }
