@@ -281,7 +281,8 @@ fn per(args: &[String]) -> ExitCode {
     let iid = crate::cloud::saved_metadata()
         .map(|m| m.instance_id)
         .unwrap_or_else(|_| "i-unknown".into());
-    let sem = crate::cloud::per::Semaphores::new(crate::cloud::persistent(), &iid);
+    let ctx = crate::init::Ctx::standalone();
+    let sem = crate::cloud::per::Semaphores::new(crate::cloud::persistent(&ctx), &iid);
     let result = sem.run(freq, name, || {
         std::process::Command::new(&cmd[0])
             .args(&cmd[1..])

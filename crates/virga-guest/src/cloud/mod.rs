@@ -1,7 +1,6 @@
 //! Cloud metadata in the guest: the persistent state disk, datasource detection, applying
 //! metadata, and user-data. The parsing is `cloud-metadata`'s; this is the I/O around it.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use boot_contract::cmdline::DATASOURCES;
@@ -215,11 +214,7 @@ pub fn saved_metadata() -> Result<InstanceMetadata, String> {
     serde_json::from_str(&text).map_err(|e| format!("{DATASOURCE_JSON}: {e}"))
 }
 
-/// Whether `/var/lib/virga` is the state disk.
-pub fn persistent() -> bool {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(STATE_DIR))
-        || Path::new("/run/virga/persistent").exists()
+/// Whether `/var/lib/virga` is the state disk (as the `state` stage recorded it).
+pub fn persistent(ctx: &Ctx) -> bool {
+    ctx.status().persistent_state
 }

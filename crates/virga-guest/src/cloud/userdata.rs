@@ -29,7 +29,7 @@ pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 fn semaphores(ctx: &Ctx) -> Option<Semaphores> {
     let c = ctx.cloud();
     c.md.as_ref()
-        .map(|md| Semaphores::new(persistent(), &md.instance_id))
+        .map(|md| Semaphores::new(persistent(ctx), &md.instance_id))
 }
 
 fn action(ctx: &Ctx, text: String) {

@@ -15,8 +15,8 @@ pub const SSH_PORT: u16 = 22;
 pub const CMDLINE_KEY: &str = "virga.ssh";
 
 /// Host keys live here: on the state disk when mounted, else in /run.
-pub fn key_dir() -> PathBuf {
-    if crate::cloud::persistent() {
+pub fn key_dir(ctx: &Ctx) -> PathBuf {
+    if crate::cloud::persistent(ctx) {
         PathBuf::from("/var/lib/virga/ssh")
     } else {
         PathBuf::from("/run/virga/ssh")
@@ -40,7 +40,7 @@ pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
         comment: Some(format!("root@{hostname}")),
         ..HostKeyOptions::default()
     };
-    let dir = key_dir();
+    let dir = key_dir(ctx);
     let keys = ssh_server::ensure_host_keys(&dir, &opts)?;
     print!("{}", ssh_server::render_console_blocks(&keys.info));
     let summary: Vec<serde_json::Value> = keys
@@ -74,7 +74,7 @@ pub fn wait_listening(deadline: std::time::Duration) -> bool {
 
 /// The `sshd` applet: serves until killed. `--host-key-dir DIR`, `--port N`.
 pub fn sshd_main(args: &[String]) -> std::process::ExitCode {
-    let mut dir = key_dir();
+    let mut dir = key_dir(&Ctx::standalone());
     let mut port = SSH_PORT;
     let mut it = args.iter();
     while let Some(a) = it.next() {

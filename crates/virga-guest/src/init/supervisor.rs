@@ -173,7 +173,7 @@ fn services(ctx: &Ctx) -> Vec<Service> {
     let mut v = Vec::new();
     #[cfg(feature = "ssh")]
     if super::ssh::enabled(ctx) {
-        let dir = super::ssh::key_dir();
+        let dir = super::ssh::key_dir(ctx);
         let dir = dir.to_string_lossy();
         v.push(Service::new(
             "sshd",
