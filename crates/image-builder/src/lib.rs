@@ -288,15 +288,17 @@ pub fn build(
     let mut module_entries = Vec::new();
     if let Some(index) = &index {
         let mod_root = format!("/lib/modules/{}", k.release);
-        for m in &closure.order {
+        // Modules go into the image uncompressed; `installed` is the closure with the paths they
+        // have there, for modules.dep.
+        let mut installed = closure.clone();
+        for m in &mut installed.order {
             let src = index.root().join(&m.rel_path);
             let mut data = std::fs::read(&src).map_err(|e| BuildError::io(&src, e))?;
-            let mut rel = m.rel_path.to_string_lossy().into_owned();
-            if let Some(stripped) = rel.strip_suffix(".zst") {
+            if m.rel_path.extension().is_some_and(|e| e == "zst") {
                 data = zstd::stream::decode_all(&data[..]).map_err(|e| BuildError::io(&src, e))?;
-                rel = stripped.to_owned();
+                m.rel_path.set_extension("");
             }
-            let path = format!("{mod_root}/{rel}");
+            let path = format!("{mod_root}/{}", m.rel_path.display());
             tree.file(&path, data, 0o644);
             module_entries.push(ModuleEntry {
                 name: m.name.clone(),
@@ -304,14 +306,9 @@ pub fn build(
                 depends: m.depends.clone(),
             });
         }
-        let mut fixed = closure.clone();
-        for m in &mut fixed.order {
-            let rel = m.rel_path.to_string_lossy().into_owned();
-            m.rel_path = PathBuf::from(rel.strip_suffix(".zst").unwrap_or(&rel));
-        }
         tree.file(
             &format!("{mod_root}/modules.dep"),
-            kmod::ModuleIndex::modules_dep(&fixed).into_bytes(),
+            kmod::ModuleIndex::modules_dep(&installed).into_bytes(),
             0o644,
         );
     }
