@@ -2,7 +2,7 @@
 //!
 //! virga keeps its own ed25519 key pair under `$XDG_DATA_HOME/virga/ssh/` (else
 //! `~/.local/share/virga/ssh/`), made once with `ssh-keygen`. Guests get that public key plus the
-//! user's own `~/.ssh/id_*.pub`, so both `virga ssh` and a plain `ssh` work.
+//! user's default identities (`~/.ssh/id_{ed25519,ecdsa,rsa}.pub`), so both `virga ssh` and a plain `ssh` work.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,28 +43,13 @@ pub fn virga_key() -> anyhow::Result<PathBuf> {
     Ok(key)
 }
 
-/// Public keys to inject: virga's own and the user's `~/.ssh/id_*.pub`.
+/// Public keys to inject: virga's own, then the user's default identities (the same ones
+/// `virga seed` injects: `~/.ssh/id_{ed25519,ecdsa,rsa}.pub`).
 pub fn public_keys() -> anyhow::Result<Vec<String>> {
-    let mut keys = Vec::new();
-    let ours = virga_key()?.with_extension("pub");
-    keys.push(read_key(&ours)?);
-    if let Ok(entries) = std::fs::read_dir(home().join(".ssh")) {
-        let mut files: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("id_") && n.ends_with(".pub"))
-            })
-            .collect();
-        files.sort();
-        for f in files {
-            if let Ok(k) = read_key(&f)
-                && !keys.contains(&k)
-            {
-                keys.push(k);
-            }
+    let mut keys = vec![read_key(&virga_key()?.with_extension("pub"))?];
+    for k in metadata_server::default_public_keys(&home()) {
+        if !keys.contains(&k.key) {
+            keys.push(k.key);
         }
     }
     Ok(keys)

@@ -130,7 +130,9 @@ fn spec_from_flags(args: &SeedArgs) -> Result<InstanceSpec> {
                 spec.public_keys = default_public_keys(Path::new(&home));
             }
             if spec.public_keys.is_empty() {
-                tracing::warn!("no SSH public key in ~/.ssh/id_*.pub: the image injects none");
+                tracing::warn!(
+                    "no SSH public key in ~/.ssh/id_{{ed25519,ecdsa,rsa}}.pub: the image injects none"
+                );
             }
         }
         for path in &args.ssh_key {

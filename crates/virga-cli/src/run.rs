@@ -128,7 +128,7 @@ pub enum SeedBusArg {
 #[derive(Debug, Args)]
 pub struct InstanceArgs {
     /// Datasource to give the guest. By default virga generates the metadata: a fresh
-    /// instance id, the hostname, virga's SSH key and your ~/.ssh/id_*.pub.
+    /// instance id, the hostname, virga's SSH key and your ~/.ssh/id_{ed25519,ecdsa,rsa}.pub.
     #[arg(long, value_enum, default_value = "nocloud")]
     pub datasource: DatasourceArg,
     /// Attach or serve this directory, laid out in the cloud's own format (NoCloud seed files;
