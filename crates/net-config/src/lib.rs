@@ -31,6 +31,8 @@ mod static_config;
 mod status;
 mod sys;
 
+pub mod acpi;
+
 pub use addr::{Address, IpFamily};
 pub use dhcp::{
     DhcpEvent, DhcpEventKind, DhcpOptions, DhcpService, Interfaces, LeaseOutcome, MIN_DHCP_MTU,

@@ -195,12 +195,20 @@ impl Rtnl {
 
     /// Opens a socket subscribed to the multicast `groups` (for link monitoring).
     pub(crate) fn open_groups(groups: u32) -> Result<Self, NetConfigError> {
+        Self::open_protocol(None, groups) // NETLINK_ROUTE
+    }
+
+    /// Opens a netlink socket of `protocol` (`None`: NETLINK_ROUTE).
+    pub(crate) fn open_protocol(
+        protocol: Option<rustix::net::Protocol>,
+        groups: u32,
+    ) -> Result<Self, NetConfigError> {
         let sock = || -> io::Result<OwnedFd> {
             let fd = rustix::net::socket_with(
                 AddressFamily::NETLINK,
                 SocketType::RAW,
                 SocketFlags::CLOEXEC,
-                None, // NETLINK_ROUTE
+                protocol,
             )?;
             rustix::net::bind(&fd, &SocketAddrNetlink::new(0, groups))?;
             rustix::net::sockopt::set_socket_timeout(
@@ -224,6 +232,46 @@ impl Rtnl {
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1).max(1);
         self.seq
+    }
+
+    /// The socket, for options the wrappers here do not cover.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Receives one datagram without a timeout-free wait (the socket's receive timeout
+    /// applies) and returns it.
+    pub(crate) fn recv_datagram(&mut self, op: &'static str) -> Result<&[u8], NetConfigError> {
+        let n = self.recv(op)?;
+        Ok(&self.buf[..n])
+    }
+
+    /// Sends a request and returns the payload of its first reply of type `reply_ty`.
+    pub(crate) fn query(
+        &mut self,
+        msg: MsgBuilder,
+        reply_ty: u16,
+        op: &'static str,
+    ) -> Result<Vec<u8>, NetConfigError> {
+        let seq = self.send(msg, op)?;
+        loop {
+            let n = self.recv(op)?;
+            for m in messages(&self.buf[..n]) {
+                if m.seq != seq {
+                    continue;
+                }
+                if m.ty == reply_ty {
+                    return Ok(m.payload.to_vec());
+                }
+                if m.ty == NLMSG_ERROR {
+                    let code = error_code(m.payload).unwrap_or(-libc_eio());
+                    return Err(NetConfigError::Netlink {
+                        op,
+                        source: io::Error::from_raw_os_error(-code),
+                    });
+                }
+            }
+        }
     }
 
     fn send(&mut self, msg: MsgBuilder, op: &'static str) -> Result<u32, NetConfigError> {

@@ -56,6 +56,35 @@ unsafe impl SocketAddrArg for LinkAddr {
     }
 }
 
+/// `setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)`: joins a netlink multicast group
+/// by id (groups above 32 cannot be joined through `bind`). rustix has no wrapper for it.
+pub(crate) fn join_netlink_group(
+    fd: std::os::fd::BorrowedFd<'_>,
+    group: u32,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const SOL_NETLINK: i32 = 270;
+    const NETLINK_ADD_MEMBERSHIP: i32 = 1;
+    unsafe extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const u32, len: u32) -> i32;
+    }
+    // SAFETY: `fd` is an open socket borrowed for the call; `group` lives on the stack for its
+    // duration and the length passed is its size. The kernel only reads the value.
+    let r = unsafe {
+        setsockopt(
+            fd.as_raw_fd(),
+            SOL_NETLINK,
+            NETLINK_ADD_MEMBERSHIP,
+            &raw const group,
+            4,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
