@@ -14,6 +14,10 @@ pub const HOSTNAME: &str = "virga.hostname";
 pub const DATASOURCES: &str = "virga.ds";
 /// `virga.stage_timeout=SECONDS`: ceiling for any single boot stage (default 30).
 pub const STAGE_TIMEOUT: &str = "virga.stage_timeout";
+/// `virga.state=auto|none`: look for the `virga-state` disk (`auto`, the default: after the
+/// storage drivers of the devices present have loaded) or run without persistent state
+/// (`none`: nothing is searched, nothing is waited for).
+pub const STATE: &str = "virga.state";
 
 /// One `key` or `key=value` parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]

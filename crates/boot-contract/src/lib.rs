@@ -58,6 +58,10 @@ pub struct ReadyReport {
     pub init_ms: f64,
     /// Per-stage timings, in the order the stages ran.
     pub stages: Vec<StageTiming>,
+    /// Kernel modules still loading in the background at the ready line (drivers no boot
+    /// stage needed, such as the IDE controller's when there is no seed or state disk).
+    #[serde(default)]
+    pub modules_pending: usize,
     /// Number of errors recorded during boot (details in the status document).
     pub errors: usize,
     /// Number of warnings recorded during boot.
@@ -112,6 +116,11 @@ pub struct Status {
     /// Modules loaded at boot.
     #[serde(default)]
     pub modules_loaded: Vec<String>,
+    /// PID 1's module loader: start → every module finished, in milliseconds (`None` while
+    /// modules are still loading; the loader runs in the background and may end after ready).
+    #[serde(default)]
+    pub modules_ms: Option<f64>,
+
     /// Whether the kernel's random pool was initialised at the end of the rng stage.
     #[serde(default)]
     pub entropy_ready: bool,
@@ -207,9 +216,16 @@ mod tests {
                 ms: 1.25,
                 result: StageResult::Ok,
             }],
+            modules_pending: 3,
             errors: 0,
             warnings: 1,
         }
+    }
+
+    #[test]
+    fn ready_line_without_modules_pending_still_parses() {
+        let line = r#"virga: ready {"contract":1,"version":"0.1.0","uptime_ms":1.0,"kernel_ms":1.0,"init_ms":1.0,"stages":[],"errors":0,"warnings":0}"#;
+        assert_eq!(ReadyReport::parse_line(line).unwrap().modules_pending, 0);
     }
 
     #[test]

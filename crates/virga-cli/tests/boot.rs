@@ -113,12 +113,24 @@ fn console_shell_is_supervised_and_poweroff_command_works() {
     let cfg = vm_config(&out, "");
     let (mut vm, _) = boot_ready(&cfg);
     let t = Duration::from_secs(30);
-    // Services start before the ready line.
-    assert!(
-        vm.lines()
-            .iter()
-            .any(|l| l.contains("service console-shell started"))
+    // The console shell starts right after the ready line, like a getty after rc.
+    vm.wait_for("console shell", t, |l| {
+        l.contains("service console-shell started")
+    })
+    .unwrap();
+    // Modules no stage waited for were still loading at the ready line; they all load in the
+    // background, and the status document says so when they are done.
+    let want = image_spec::ImageManifest::load(&out).unwrap().modules.len();
+    vm.send("for i in $(seq 60); do grep -q modules_ms /run/virga/status.json && break; sleep 0.5; done; echo MODS=$(grep -c '\"modules_ms\"' /run/virga/status.json),$(wc -l < /proc/modules)\n").unwrap();
+    let mods = vm
+        .wait_for("modules loaded", t, |l| l.starts_with("MODS="))
+        .unwrap();
+    assert_eq!(
+        mods.trim(),
+        format!("MODS=1,{want}"),
+        "background module loading"
     );
+
     // An orphaned child must be reaped by PID 1: leave a zombie-to-be behind, then count.
     vm.send("sh -c 'sleep 0.2 &' ; sleep 1; echo ZOMBIES=$(grep -l '^State:.Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\n").unwrap();
     let z = vm

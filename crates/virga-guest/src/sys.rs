@@ -130,3 +130,40 @@ pub fn crng_ready() -> bool {
     let r = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 1, libc::GRND_NONBLOCK) };
     r == 1
 }
+
+/// The calling thread's id (`gettid`), for [`set_background`] from another thread.
+pub fn thread_id() -> i32 {
+    nix::unistd::gettid().as_raw()
+}
+
+/// Moves thread `tid` to `SCHED_IDLE` (`background`: it runs only when nothing else wants the
+/// CPU) or back to the normal policy. Errors are ignored by callers: scheduling is a hint.
+pub fn set_background(tid: i32, background: bool) -> io::Result<()> {
+    let policy = if background {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    // The kernel's `struct sched_param` (musl's is larger, and musl's sched_setscheduler()
+    // only returns ENOSYS, so the system call is made directly).
+    #[repr(C)]
+    struct Param {
+        priority: libc::c_int,
+    }
+    let param = Param { priority: 0 };
+    // SAFETY: `param` has the kernel's layout and outlives the call, which only reads it.
+    // A stale `tid` makes the call fail with ESRCH, nothing worse.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            libc::c_long::from(tid),
+            libc::c_long::from(policy),
+            &raw const param,
+        )
+    };
+
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -105,19 +105,22 @@ pub struct Guest {
     pub runtime: tempfile::TempDir,
 }
 
+/// Waits for the console shell, which PID 1 starts right after the ready line.
+pub fn wait_shell(vm: &mut Vm) {
+    vm.wait_for("console shell", Duration::from_secs(30), |l| {
+        l.contains("service console-shell started")
+    })
+    .unwrap_or_else(|e| panic!("{e}\nconsole:\n{}", vm.lines().join("\n")));
+}
+
 /// Boots the default image with this instance (and extra kernel arguments).
 pub fn boot_instance(opts: &vm_runner::instance::InstanceOptions, extra_cmdline: &str) -> Guest {
     let out = default_image();
     let mut cfg = vm_config(&out, extra_cmdline);
     let runtime = tempfile::tempdir().unwrap();
     vm_runner::instance::attach(opts, &mut cfg, runtime.path()).expect("attach datasource");
-    let (vm, ready) = boot_ready(&cfg);
-    // Services (the console shell among them) start before the ready line.
-    assert!(
-        vm.lines()
-            .iter()
-            .any(|l| l.contains("service console-shell started"))
-    );
+    let (mut vm, ready) = boot_ready(&cfg);
+    wait_shell(&mut vm);
     Guest {
         vm,
         ready,

@@ -8,6 +8,7 @@ use boot_contract::{DatasourceStatus, StageResult};
 use cloud_metadata::{CloudConfig, Datasource, InstanceMetadata, Limits, UserData};
 
 use crate::init::Ctx;
+use crate::init::modules::{self, Class};
 
 pub mod accounts;
 pub mod apply;
@@ -73,8 +74,57 @@ pub fn order(ctx: &Ctx) -> Vec<Datasource> {
     order
 }
 
+/// Waits for the drivers that block devices (and, with `fs`, the filesystems on them) need,
+/// when the machine has a storage controller; see `init::modules`.
+fn wait_for_disks(ctx: &Ctx, stage: &str, fs: bool) {
+    modules::wait_for(ctx, stage, &disk_drivers(fs), Duration::from_secs(20));
+}
+
+fn disk_drivers(fs: bool) -> Vec<Class> {
+    let mut classes = vec![];
+    if modules::pci_class_present(0x01) {
+        classes.extend([Class::Storage, Class::Bus]);
+    }
+    if fs {
+        classes.push(Class::Fs);
+    }
+    classes
+}
+
+fn wants_state_disk(ctx: &Ctx) -> bool {
+    ctx.cmd().get(boot_contract::cmdline::STATE) != Some("none")
+}
+
+/// The driver classes this boot's stages will wait for, so that they can load from the start:
+/// storage for the state disk, storage and filesystems for local datasources, network drivers
+/// for a NIC.
+pub fn drivers_needed(ctx: &Ctx) -> Vec<Class> {
+    let mut classes = Vec::new();
+    if order(ctx).iter().any(|d| datasource::is_local(*d)) {
+        classes.extend(disk_drivers(true));
+    } else if wants_state_disk(ctx) {
+        classes.extend(disk_drivers(false));
+    }
+    if modules::pci_class_present(0x02) {
+        classes.extend([Class::Net, Class::Bus]);
+    }
+    classes
+}
+
 /// Stage `state`: mounts the ext4 disk labelled `virga-state` on `/var/lib/virga`.
 pub fn stage_state(ctx: &Ctx) -> anyhow::Result<StageResult> {
+    if !wants_state_disk(ctx) {
+        tracing::info!("no persistent state (virga.state=none)");
+        return Ok(StageResult::Skipped);
+    }
+    match ctx.cmd().get(boot_contract::cmdline::STATE) {
+        None | Some("auto") => {}
+        Some(other) => ctx.warn(
+            "state",
+            format!("virga.state={other} is not auto or none; looking for the disk (auto)"),
+        ),
+    }
+    wait_for_disks(ctx, "state", false);
     let devices = devices(ctx);
     let Some(dev) = devices.iter().find(|d| d.label == STATE_LABEL) else {
         return Ok(StageResult::Skipped);
@@ -109,6 +159,7 @@ pub fn stage_local(ctx: &Ctx) -> anyhow::Result<StageResult> {
     let order = order(ctx);
     let t = Instant::now();
     let devices = if order.iter().any(|d| datasource::is_local(*d)) {
+        wait_for_disks(ctx, "datasource-local", true);
         devices(ctx)
     } else {
         Vec::new()

@@ -16,7 +16,7 @@ use crate::log::uptime;
 
 mod early;
 pub mod hostname;
-mod modules;
+pub mod modules;
 mod net;
 pub mod network;
 mod power_button;
@@ -193,14 +193,20 @@ pub fn main() -> ! {
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_STAGE_TIMEOUT);
+    // Modules load in the background; the stages below wait for the drivers they need.
+    let t = Instant::now();
+    let modules = modules::start(&ctx);
+    modules::prefetch(&crate::cloud::drivers_needed(&ctx));
+    record(&ctx, "modules", t, modules);
+
     // (name, function, deadline multiplier: stages that wait on networks or run user scripts
     // get longer than the default).
     let stages: &[(&str, StageFn, u32)] = &[
-        ("modules", modules::load, 1),
         ("loopback", net::loopback, 1),
-        ("rng", rng::seed, 1),
         ("hostname", hostname::set, 1),
         ("state", crate::cloud::stage_state, 1),
+        // After `state`: the seed saved at the previous boot lives on the state disk.
+        ("rng", rng::seed, 1),
         ("datasource-local", crate::cloud::stage_local, 1),
         ("network", network::stage, 4),
         ("datasource-net", crate::cloud::stage_network, 4),
@@ -210,14 +216,16 @@ pub fn main() -> ! {
         ("ssh", ssh::stage, 4),
         ("user-data", crate::cloud::userdata::stage_late, 20),
     ];
+    let mut runner = StageRunner { jobs: None };
     for (name, f, mult) in stages {
-        run_stage(&ctx, name, *f, timeout * *mult);
+        runner.run(&ctx, name, *f, timeout * *mult);
     }
-    power_button::watch();
-
+    drop(runner);
     // Services start before the ready line, and the SSH server must accept connections by then:
-    // "ready" means a client can log in.
+    // "ready" means a client can log in. The power button is how clouds and `virga run` stop
+    // a VM: its driver must be in place before the ready line invites them to.
     let t = Instant::now();
+    power_button::watch(&ctx, timeout);
     let services = supervisor::start(&ctx);
     #[cfg(feature = "ssh")]
     if ssh::enabled(&ctx) && !ssh::wait_listening(Duration::from_secs(5)) {
@@ -278,42 +286,89 @@ fn timing(name: &str, start: Instant, ok: bool) -> StageTiming {
     }
 }
 
-/// Runs one stage on its own thread with a deadline. A stage that panics, fails or overruns is
-/// recorded as failed; an overrunning stage keeps running in the background.
-fn run_stage(ctx: &Arc<Ctx>, name: &'static str, f: StageFn, timeout: Duration) {
-    let start = Instant::now();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let c = Arc::clone(ctx);
-    let spawned = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&c)));
-            let _ = tx.send(r);
-        });
-    let result = match spawned {
-        Err(e) => {
-            ctx.error(name, format!("cannot start stage thread: {e}"));
-            StageResult::Failed
+/// A stage's outcome as its thread reports it: `Err` when it panicked.
+type StageOutcome = std::thread::Result<anyhow::Result<StageResult>>;
+
+/// One stage for the stage thread: what to run, and where to send the outcome.
+struct StageJob {
+    f: StageFn,
+    ctx: Arc<Ctx>,
+    done: std::sync::mpsc::Sender<StageOutcome>,
+}
+
+/// The thread the stages run on, one after another. It is reused from stage to stage (a new
+/// thread per stage costs a millisecond or more under emulation) and replaced when a stage
+/// overruns its deadline, which leaves that stage running on the old thread.
+struct StageRunner {
+    jobs: Option<std::sync::mpsc::Sender<StageJob>>,
+}
+
+impl StageRunner {
+    fn job_sender(&mut self) -> std::io::Result<std::sync::mpsc::Sender<StageJob>> {
+        if let Some(tx) = &self.jobs {
+            return Ok(tx.clone());
         }
-        Ok(_) => match rx.recv_timeout(timeout) {
-            Ok(Ok(Ok(r))) => r,
-            Ok(Ok(Err(e))) => {
-                ctx.error(name, format!("{e:#}"));
+        let (tx, rx) = std::sync::mpsc::channel::<StageJob>();
+        std::thread::Builder::new()
+            .name("stages".into())
+            .spawn(move || {
+                for job in rx {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        (job.f)(&job.ctx)
+                    }));
+                    let _ = job.done.send(r);
+                }
+            })?;
+        self.jobs = Some(tx.clone());
+        Ok(tx)
+    }
+
+    /// Runs one stage with a deadline. A stage that panics, fails or overruns is recorded as
+    /// failed; an overrunning stage keeps running in the background.
+    fn run(&mut self, ctx: &Arc<Ctx>, name: &'static str, f: StageFn, timeout: Duration) {
+        let start = Instant::now();
+        let (done, outcome) = std::sync::mpsc::channel();
+        let sent = self.job_sender().and_then(|tx| {
+            let job = StageJob {
+                f,
+                ctx: Arc::clone(ctx),
+                done,
+            };
+            tx.send(job)
+                .map_err(|_| std::io::Error::other("the stage thread is gone"))
+        });
+        let result = match sent {
+            Err(e) => {
+                self.jobs = None;
+                ctx.error(name, format!("cannot start stage thread: {e}"));
                 StageResult::Failed
             }
-            Ok(Err(_)) => {
-                ctx.error(name, "stage panicked; continuing");
-                StageResult::Failed
-            }
-            Err(_) => {
-                ctx.error(
-                    name,
-                    format!("did not finish within {}s; continuing", timeout.as_secs()),
-                );
-                StageResult::Failed
-            }
-        },
-    };
+            Ok(()) => match outcome.recv_timeout(timeout) {
+                Ok(Ok(Ok(r))) => r,
+                Ok(Ok(Err(e))) => {
+                    ctx.error(name, format!("{e:#}"));
+                    StageResult::Failed
+                }
+                Ok(Err(_)) => {
+                    ctx.error(name, "stage panicked; continuing");
+                    StageResult::Failed
+                }
+                Err(_) => {
+                    // The thread is still busy with this stage: the next one gets a new thread.
+                    self.jobs = None;
+                    ctx.error(
+                        name,
+                        format!("did not finish within {}s; continuing", timeout.as_secs()),
+                    );
+                    StageResult::Failed
+                }
+            },
+        };
+        record(ctx, name, start, result);
+    }
+}
+
+fn record(ctx: &Ctx, name: &str, start: Instant, result: StageResult) {
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     tracing::debug!("stage {name}: {result:?} in {ms:.1} ms");
     ctx.update(|s| {

@@ -28,6 +28,20 @@ const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Stage `network`.
 pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
+    if super::modules::pci_class_present(0x02) {
+        use super::modules::{Class, wait_for};
+        wait_for(
+            ctx,
+            "network",
+            &[Class::Net, Class::Bus],
+            Duration::from_secs(20),
+        );
+    }
+    if !has_interfaces() {
+        tracing::info!("network: no interfaces besides lo");
+        return Ok(StageResult::Skipped);
+    }
+
     let (network, has_hostname) = {
         let c = ctx.cloud();
         let md = c.md.as_ref();
@@ -92,6 +106,12 @@ pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
     Ok(StageResult::Ok)
 }
 
+/// Whether the kernel has a network interface other than the loopback (`/sys/class/net`).
+/// When the directory cannot be read, the answer is yes: let the network code find out.
+fn has_interfaces() -> bool {
+    std::fs::read_dir("/sys/class/net").map_or(true, |d| d.flatten().any(|e| e.file_name() != "lo"))
+}
+
 fn start_renewal(mut service: DhcpService) {
     let stop = Arc::new(AtomicBool::new(false));
     let s = Arc::clone(&stop);
@@ -130,13 +150,22 @@ pub fn status() -> Option<NetStatus> {
     NetStatus::collect(&mut rtnl, leases).ok()
 }
 
+/// What the network stage found at its end, for the console report.
+static PUBLISHED: Mutex<Option<NetStatus>> = Mutex::new(None);
+
 /// Records the network status in the status document.
 pub fn publish(ctx: &Ctx) {
-    if let Some(st) = status()
-        && let Ok(v) = serde_json::to_value(&st)
-    {
-        ctx.update(|s| s.network = Some(v));
+    if let Some(st) = status() {
+        if let Ok(v) = serde_json::to_value(&st) {
+            ctx.update(|s| s.network = Some(v));
+        }
+        *PUBLISHED.lock().unwrap_or_else(|p| p.into_inner()) = Some(st);
     }
+}
+
+/// The network status as the network stage left it (`None` when it had nothing to do).
+pub fn published() -> Option<NetStatus> {
+    PUBLISHED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// Maps the datasource's network model onto the driver's input.

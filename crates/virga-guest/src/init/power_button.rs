@@ -1,17 +1,65 @@
 //! The ACPI power button: how clouds (and `virga run`) ask a VM to stop gracefully.
 //!
-//! Watches input devices named "Power Button" (ACPI `button` module + `evdev`) and turns a
-//! KEY_POWER press into a poweroff request (SIGPWR to PID 1).
+//! The ACPI `button` driver announces a press twice: as an ACPI event on generic netlink
+//! (what acpid reads) and as KEY_POWER on an input device. virga listens to the first, which
+//! needs no other driver; when the kernel has no ACPI event family it falls back to input
+//! devices named "Power Button" (which needs `evdev`). A press becomes a poweroff request
+//! (SIGPWR to PID 1).
 
 use std::io::Read;
+use std::time::Duration;
+
+use super::Ctx;
+use super::modules::{Class, wait_for};
 
 const EV_KEY: u16 = 1;
 const KEY_POWER: u16 = 116;
 /// `struct input_event` on 64-bit: timeval (16) + type (2) + code (2) + value (4).
 const EVENT_SIZE: usize = 24;
 
+/// Subscribes to power-button presses, after the drivers that report them have loaded.
+pub fn watch(ctx: &Ctx, timeout: Duration) {
+    match net_config::acpi::AcpiEvents::subscribe() {
+        Ok(events) => {
+            wait_for(ctx, "power-button", &[Class::Acpi], timeout);
+            let spawned = std::thread::Builder::new()
+                .name("power-button".into())
+                .spawn(move || run_acpi(events));
+            if let Err(e) = spawned {
+                ctx.warn("power-button", format!("cannot start the watcher: {e}"));
+            }
+        }
+        Err(e) => {
+            tracing::debug!("no ACPI events ({e}); watching input devices");
+            wait_for(ctx, "power-button", &[Class::Acpi, Class::Input], timeout);
+            watch_input();
+        }
+    }
+}
+
+fn run_acpi(mut events: net_config::acpi::AcpiEvents) {
+    loop {
+        match events.wait_event() {
+            Ok(ev) if ev.is_power_button() => power_off_request(),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("power button: ACPI events: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn power_off_request() {
+    tracing::info!("power button pressed");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(1),
+        nix::sys::signal::Signal::SIGPWR,
+    );
+}
+
 /// Starts one watcher thread per power-button input device found.
-pub fn watch() {
+fn watch_input() {
     let Ok(entries) = std::fs::read_dir("/sys/class/input") else {
         return;
     };
@@ -45,11 +93,7 @@ fn run(mut f: std::fs::File) {
         let code = u16::from_ne_bytes([buf[18], buf[19]]);
         let value = i32::from_ne_bytes([buf[20], buf[21], buf[22], buf[23]]);
         if is_power_press(kind, code, value) {
-            tracing::info!("power button pressed");
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(1),
-                nix::sys::signal::Signal::SIGPWR,
-            );
+            power_off_request();
         }
     }
 }

@@ -26,7 +26,8 @@ pub fn print_status_block(ctx: &Ctx) {
     for (name, dev, bytes) in disks() {
         let _ = writeln!(out, "{name:<5} {dev:<8} {bytes:>11}");
     }
-    if let Some(net) = super::network::status() {
+    // As the network stage left it; nothing changes the configuration after that stage.
+    if let Some(net) = super::network::published() {
         let _ = writeln!(out, "=== network info ===");
         for l in net.console_lines() {
             let _ = writeln!(out, "{l}");
@@ -81,7 +82,9 @@ pub fn ready(ctx: &Ctx, init_ms: f64) {
         kernel_ms: status.kernel_ms,
         init_ms,
         stages: status.stages.clone(),
+        modules_pending: super::modules::pending(),
         errors: status.errors.len(),
+
         warnings: status.warnings.len(),
     };
     println!("{}", report.to_line());

@@ -3,8 +3,13 @@
 //! Sources, in order: a hardware RNG (`/dev/hwrng`, i.e. virtio-rng; credited), and the seed
 //! saved at the previous boot when the image has persistent state (mixed in, not credited: it
 //! could be a cloned disk). A fresh seed is saved for the next boot.
+//!
+//! When the kernel initialised its pool before PID 1 (from the CPU's RNG, as on any x86 VM
+//! with RDRAND), boot does not wait for the hardware RNG's driver: the kernel's `hw_random`
+//! core feeds the pool from it by itself once the driver has loaded in the background.
 
 use std::io::Read;
+use std::time::Duration;
 
 use boot_contract::StageResult;
 
@@ -19,7 +24,19 @@ pub fn seed(ctx: &Ctx) -> anyhow::Result<StageResult> {
         .write(true)
         .open("/dev/urandom")?;
     let mut sources = Vec::new();
-    if let Ok(mut hw) = std::fs::File::open("/dev/hwrng") {
+    let early = crate::sys::crng_ready();
+    if early {
+        sources.push("kernel pool initialised before PID 1".to_owned());
+    } else {
+        use super::modules::{Class, wait_for};
+        wait_for(
+            ctx,
+            "rng",
+            &[Class::Rng, Class::Bus],
+            Duration::from_secs(10),
+        );
+    }
+    if !early && let Ok(mut hw) = std::fs::File::open("/dev/hwrng") {
         let mut buf = [0u8; SEED_BYTES];
         match hw.read(&mut buf) {
             Ok(n) if n > 0 => {

@@ -82,6 +82,9 @@ pub struct Service {
     next_start: Option<Instant>,
     restarts: u32,
     backoff: Backoff,
+    /// Started by the supervision loop after the ready line instead of before it: nothing
+    /// "ready" promises depends on it (the console shell, like a getty after rc).
+    after_ready: bool,
 }
 
 impl Service {
@@ -99,6 +102,7 @@ impl Service {
             next_start: Some(Instant::now()),
             restarts: 0,
             backoff: Backoff::new(),
+            after_ready: false,
         }
     }
 
@@ -186,7 +190,7 @@ fn services(ctx: &Ctx) -> Vec<Service> {
     if let (true, Some(shell)) = (shell_wanted, ctx.image.shell.as_deref()) {
         if std::path::Path::new(shell).exists() {
             let tty = super::early::console_tty().unwrap_or_else(|| "/dev/console".into());
-            v.push(Service::new(
+            let mut svc = Service::new(
                 "console-shell",
                 &[shell, "-l"],
                 &[
@@ -198,7 +202,9 @@ fn services(ctx: &Ctx) -> Vec<Service> {
                     ("LOGNAME", "root"),
                 ],
                 Some(tty),
-            ));
+            );
+            svc.after_ready = true;
+            v.push(svc);
         } else {
             ctx.warn(
                 "services",
@@ -215,13 +221,15 @@ pub fn run(ctx: Arc<Ctx>) -> ! {
     supervise(ctx, services)
 }
 
-/// Starts the image's services (before the ready line, so that "ready" means they run).
+/// Starts the image's services (before the ready line, so that "ready" means they run); those
+/// marked `after_ready` are left to the supervision loop, which starts them at once.
 pub fn start(ctx: &Ctx) -> Vec<Service> {
     let mut services = services(ctx);
-    for s in services.iter_mut() {
+    for s in services.iter_mut().filter(|s| !s.after_ready) {
         s.start();
     }
-    publish(ctx, &services);
+    // Into the status document only: the ready line writes the document next.
+    ctx.update(|st| st.services = service_status(&services));
     services
 }
 
@@ -308,15 +316,20 @@ fn exited(services: &mut [Service], pid: Pid, how: &str) {
     }
 }
 
-fn publish(ctx: &Ctx, services: &[Service]) {
-    let list: Vec<ServiceStatus> = services
+fn service_status(services: &[Service]) -> Vec<ServiceStatus> {
+    services
         .iter()
         .map(|s| ServiceStatus {
             name: s.name.clone(),
             pid: s.pid.map(|p| p.as_raw() as u32),
             restarts: s.restarts,
         })
-        .collect();
+        .collect()
+}
+
+fn publish(ctx: &Ctx, services: &[Service]) {
+    let list = service_status(services);
+
     let changed = ctx.status().services != list;
     if changed {
         ctx.update(|st| st.services = list);
