@@ -118,10 +118,16 @@ fn status(args: &[String]) -> ExitCode {
         "ready: {}  kernel→init {:.0} ms  init→ready {:.0} ms",
         s.ready, s.kernel_ms, s.init_ms
     );
+    let modules = match s.modules_ms {
+        Some(ms) => format!(
+            "{} (all done {ms:.0} ms after the loader started)",
+            s.modules_loaded.len()
+        ),
+        None => "still loading".to_owned(),
+    };
     println!(
-        "entropy ready: {}  modules loaded: {}",
-        s.entropy_ready,
-        s.modules_loaded.len()
+        "entropy ready: {}  modules loaded: {modules}",
+        s.entropy_ready
     );
     println!("stages:");
     for st in &s.stages {
