@@ -37,10 +37,14 @@ fn nocloud_iso_per_instance_script_runs_once_per_instance_id() {
     );
     assert!(ds.source.contains("iso9660 cidata"), "{ds:?}");
     assert!(s.persistent_state);
+    let saved_seed = |g: &Guest| g.vm.lines().iter().any(|l| l.contains("saved seed"));
+    assert!(!saved_seed(&g), "a new state disk has no random seed yet");
     g.poweroff();
 
-    // Same instance, same state disk: the script does not run again.
+    // Same instance, same state disk: the script does not run again, and the random seed the
+    // first boot saved on the disk is mixed in (the rng stage runs after the state stage).
     let mut g = boot_instance(&o, "");
+    assert!(saved_seed(&g), "{}", g.vm.lines().join("\n"));
     assert_eq!(g.sh1("wc -l < /var/lib/virga/count"), "1");
     let s = g.status();
     assert!(!s.datasource.unwrap().new_instance);
@@ -58,6 +62,17 @@ fn nocloud_iso_per_instance_script_runs_once_per_instance_id() {
     let mut g = boot_instance(&o, "");
     assert_eq!(g.sh1("wc -l < /var/lib/virga/count"), "2");
     assert!(g.status().datasource.unwrap().new_instance);
+    g.poweroff();
+
+    // `virga.state=none`: the disk is there but not looked for, so this boot remembers
+    // nothing: a first boot, whose script runs once more into a count file on the tmpfs.
+    let mut g = boot_instance(&o, "virga.state=none");
+    let s = g.status();
+    assert!(!s.persistent_state);
+    let state = s.stages.iter().find(|st| st.name == "state").unwrap();
+    assert_eq!(state.result, boot_contract::StageResult::Skipped);
+    assert!(g.status().datasource.unwrap().new_instance);
+    assert_eq!(g.sh1("wc -l < /var/lib/virga/count"), "1");
     g.poweroff();
 }
 

@@ -146,15 +146,25 @@ impl Guest {
         self.seq += 1;
         let (b, e) = (format!("__B{}__", self.seq), format!("__E{}__", self.seq));
         // The extra `echo` ends output that lacks a final newline; its empty line is dropped.
+        // The markers are split by '' in the command, so that the terminal's echo of a long
+        // command line (wrapped by the shell's line editor) can never look like them.
+        let split = |m: &str| format!("{}''{}", &m[..3], &m[3..]);
         self.vm
-            .send(&format!("echo {b}; {cmd}; echo; echo {e}\n"))
+            .send(&format!(
+                "echo {}; {cmd}; echo; echo {}\n",
+                split(&b),
+                split(&e)
+            ))
             .unwrap();
         self.vm
             .wait_for(&e, Duration::from_secs(60), |l| l.trim() == e)
             .unwrap_or_else(|err| panic!("{err}\nconsole:\n{}", self.vm.lines().join("\n")));
         let lines = self.vm.lines();
         let end = lines.iter().rposition(|l| l.trim() == e).unwrap();
-        let start = lines[..end].iter().rposition(|l| l.trim() == b).unwrap();
+        let start = lines[..end]
+            .iter()
+            .rposition(|l| l.trim() == b)
+            .unwrap_or_else(|| panic!("no {b} line; console:\n{}", lines.join("\n")));
         let mut out: Vec<String> = lines[start + 1..end]
             .iter()
             .map(|l| l.trim_end().to_owned())
