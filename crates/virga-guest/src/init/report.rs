@@ -90,8 +90,11 @@ pub fn ready(ctx: &Ctx, init_ms: f64) {
     println!("{}", report.to_line());
 }
 
-/// Writes `/run/virga/status.json` atomically.
+/// Writes `/run/virga/status.json` atomically. Writers (the boot sequence, the supervisor, the
+/// module loader finishing after ready) take turns: they share the temporary file.
 pub fn write_status(ctx: &Ctx) {
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = WRITING.lock().unwrap_or_else(|p| p.into_inner());
     let mut json = serde_json::to_string_pretty(&ctx.status()).unwrap_or_default();
     json.push('\n');
     let tmp = format!("{STATUS_PATH}.tmp");
