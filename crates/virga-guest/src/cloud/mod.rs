@@ -61,17 +61,22 @@ pub fn limits() -> Limits {
     Limits::default()
 }
 
-/// The datasource order: `virga.ds=` on the command line, else the image's list.
+/// The datasource order: `virga.ds=` on the command line, else the image's list. Unknown
+/// names are warned about.
 pub fn order(ctx: &Ctx) -> Vec<Datasource> {
-    let names: Vec<String> = match ctx.cmd().get(DATASOURCES) {
-        Some(v) => vec![v.to_owned()],
-        None => ctx.image.datasources.clone(),
-    };
-    let (order, unknown) = datasource::parse_order(&names);
+    let (order, unknown) = parse_order(ctx);
     for u in unknown {
         ctx.warn("datasource", u);
     }
     order
+}
+
+fn parse_order(ctx: &Ctx) -> (Vec<Datasource>, Vec<String>) {
+    let names: Vec<String> = match ctx.cmd().get(DATASOURCES) {
+        Some(v) => vec![v.to_owned()],
+        None => ctx.image.datasources.clone(),
+    };
+    datasource::parse_order(&names)
 }
 
 /// Waits for the drivers that block devices (and, with `fs`, the filesystems on them) need,
@@ -100,7 +105,8 @@ fn wants_state_disk(ctx: &Ctx) -> bool {
 /// for a NIC.
 pub fn drivers_needed(ctx: &Ctx) -> Vec<Class> {
     let mut classes = Vec::new();
-    if order(ctx).iter().any(|d| datasource::is_local(*d)) {
+    // Quietly: the datasource stages warn about unknown names.
+    if parse_order(ctx).0.iter().any(|d| datasource::is_local(*d)) {
         classes.extend(disk_drivers(true));
     } else if wants_state_disk(ctx) {
         classes.extend(disk_drivers(false));
@@ -194,7 +200,8 @@ pub fn stage_network(ctx: &Ctx) -> anyhow::Result<StageResult> {
     if !ctx.cloud().need_network_ds {
         return Ok(StageResult::Skipped);
     }
-    let order = order(ctx);
+    // `datasource-local` has warned about unknown names already.
+    let order = parse_order(ctx).0;
     let deadline = ctx
         .cmd()
         .get("virga.ds_timeout")

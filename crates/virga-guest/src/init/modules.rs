@@ -349,20 +349,23 @@ pub fn pending() -> usize {
 }
 
 /// Whether the PCI bus has a device of `base_class` (`0x01` storage, `0x02` network). When
-/// there is no PCI bus to ask (another platform), the answer is `true`: wait to be safe.
+/// there is no PCI bus to ask (another platform), the answer is `true`: wait to be safe. The
+/// bus is read once per boot: the kernel enumerated it before PID 1 started.
 pub fn pci_class_present(base_class: u8) -> bool {
-    let Ok(entries) = std::fs::read_dir("/sys/bus/pci/devices") else {
-        return true;
-    };
-    let mut any = false;
-    for e in entries.flatten() {
-        any = true;
-        let class = std::fs::read_to_string(e.path().join("class")).unwrap_or_default();
-        if pci_base_class(&class) == Some(base_class) {
-            return true;
-        }
-    }
-    !any
+    static CLASSES: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+    CLASSES
+        .get_or_init(|| {
+            let entries = std::fs::read_dir("/sys/bus/pci/devices").ok()?;
+            let classes: Vec<u8> = entries
+                .flatten()
+                .filter_map(|e| {
+                    pci_base_class(&std::fs::read_to_string(e.path().join("class")).ok()?)
+                })
+                .collect();
+            (!classes.is_empty()).then_some(classes)
+        })
+        .as_ref()
+        .is_none_or(|c| c.contains(&base_class))
 }
 
 /// The base class byte of a sysfs PCI `class` value (`0x020000` → `0x02`).
