@@ -5,14 +5,12 @@
 //! `CTRL_CMD_GETFAMILY`; each event is a `struct acpi_genl_event` in attribute 1.
 
 use std::io;
-use std::time::Duration;
 
 use crate::error::NetConfigError;
 use crate::netlink::{MsgBuilder, Rtnl, attr_string, attr_u32, attrs, messages};
 
 const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
-const CTRL_ATTR_FAMILY_ID: u16 = 1;
 const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 const CTRL_ATTR_MCAST_GROUPS: u16 = 7;
 const CTRL_ATTR_MCAST_GRP_NAME: u16 = 1;
@@ -91,7 +89,6 @@ impl AcpiEvents {
                 {
                     // The socket's receive timeout, a signal, or events lost to a full
                     // buffer (the next press still arrives): keep waiting.
-                    std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(NetConfigError::Netlink { source, .. }) => return Err(source),
                 Err(e) => return Err(io::Error::other(e.to_string())),
@@ -118,14 +115,6 @@ pub fn multicast_group(reply: &[u8], name: &str) -> Option<u32> {
     })
 }
 
-/// The family id in a `CTRL_CMD_GETFAMILY` reply.
-pub fn family_id(reply: &[u8]) -> Option<u16> {
-    let body = reply.get(GENL_HDRLEN..)?;
-    attrs(body)
-        .find(|(t, _)| *t == CTRL_ATTR_FAMILY_ID)
-        .and_then(|(_, v)| v.get(..2).map(|b| u16::from_ne_bytes([b[0], b[1]])))
-}
-
 /// Parses the payload of one `acpi_event` message (genlmsghdr + attributes).
 pub fn parse_event(payload: &[u8]) -> Option<AcpiEvent> {
     let body = payload.get(GENL_HDRLEN..)?;
@@ -144,6 +133,8 @@ pub fn parse_event(payload: &[u8]) -> Option<AcpiEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CTRL_ATTR_FAMILY_ID: u16 = 1;
 
     fn attr(ty: u16, data: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
@@ -178,7 +169,6 @@ mod tests {
         reply.extend(attr(CTRL_ATTR_MCAST_GROUPS | 0x8000, &groups));
         assert_eq!(multicast_group(&reply, ACPI_GROUP), Some(7));
         assert_eq!(multicast_group(&reply, "missing"), None);
-        assert_eq!(family_id(&reply), Some(0x1b));
         assert_eq!(multicast_group(&reply[..3], ACPI_GROUP), None);
         assert_eq!(multicast_group(&reply[..reply.len() - 6], ACPI_GROUP), None);
     }

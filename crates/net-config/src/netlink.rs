@@ -239,8 +239,7 @@ impl Rtnl {
         self.fd.as_fd()
     }
 
-    /// Receives one datagram without a timeout-free wait (the socket's receive timeout
-    /// applies) and returns it.
+    /// Receives one datagram (waiting at most the socket's receive timeout) and returns it.
     pub(crate) fn recv_datagram(&mut self, op: &'static str) -> Result<&[u8], NetConfigError> {
         let n = self.recv(op)?;
         Ok(&self.buf[..n])

@@ -111,20 +111,18 @@ pub fn drivers_needed(ctx: &Ctx) -> Vec<Class> {
     } else if wants_state_disk(ctx) {
         classes.extend(disk_drivers(false));
     }
-    if modules::pci_class_present(0x02) {
-        classes.extend([Class::Net, Class::Bus]);
-    }
+    classes.extend(crate::init::network::drivers());
     classes
 }
 
 /// Stage `state`: mounts the ext4 disk labelled `virga-state` on `/var/lib/virga`.
 pub fn stage_state(ctx: &Ctx) -> anyhow::Result<StageResult> {
-    if !wants_state_disk(ctx) {
-        tracing::info!("no persistent state (virga.state=none)");
-        return Ok(StageResult::Skipped);
-    }
     match ctx.cmd().get(boot_contract::cmdline::STATE) {
         None | Some("auto") => {}
+        Some("none") => {
+            tracing::info!("no persistent state (virga.state=none)");
+            return Ok(StageResult::Skipped);
+        }
         Some(other) => ctx.warn(
             "state",
             format!("virga.state={other} is not auto or none; looking for the disk (auto)"),

@@ -231,11 +231,11 @@ pub fn main() -> ! {
     if ssh::enabled(&ctx) && !ssh::wait_listening(Duration::from_secs(5)) {
         ctx.warn("ssh", "the SSH server is not accepting connections yet");
     }
-    ctx.update(|s| s.stages.push(timing("services", t, true)));
+    record(&ctx, "services", t, StageResult::Ok);
 
     let t = Instant::now();
     report::print_status_block(&ctx);
-    ctx.update(|s| s.stages.push(timing("report", t, true)));
+    record(&ctx, "report", t, StageResult::Ok);
 
     let init_ms = t0.elapsed().as_secs_f64() * 1000.0;
     ctx.update(|s| {

@@ -96,6 +96,9 @@ struct Plan {
     rank: Vec<Class>,
     /// Some stage waits for it (or for a module that needs it): load it before the rest.
     wanted: Vec<bool>,
+    /// Indices of each module's dependencies that are in the list (others are built in or
+    /// already loaded).
+    deps: Vec<Vec<usize>>,
     /// The thread loading it, while it loads.
     loader_tid: Vec<Option<i32>>,
     /// Worker threads running.
@@ -108,7 +111,13 @@ impl Plan {
     fn new(entries: Vec<ModuleEntry>) -> Self {
         let class: Vec<Class> = entries.iter().map(|e| Class::of(&e.path)).collect();
         let n = entries.len();
+        let index = |name: &str| entries.iter().position(|e| e.name == name);
+        let deps = entries
+            .iter()
+            .map(|e| e.depends.iter().filter_map(|d| index(d)).collect())
+            .collect();
         let mut plan = Self {
+            deps,
             state: vec![State::Pending; n],
             rank: class.clone(),
             wanted: vec![false; n],
@@ -122,7 +131,7 @@ impl Plan {
         loop {
             let mut changed = false;
             for i in 0..n {
-                for d in plan.deps(i) {
+                for &d in &plan.deps[i] {
                     if plan.rank[i] < plan.rank[d] {
                         plan.rank[d] = plan.rank[i];
                         changed = true;
@@ -136,17 +145,9 @@ impl Plan {
         plan
     }
 
+    #[cfg(test)]
     fn index(&self, name: &str) -> Option<usize> {
         self.entries.iter().position(|e| e.name == name)
-    }
-
-    /// Indices of `i`'s dependencies that are in the list (others are built in or loaded).
-    fn deps(&self, i: usize) -> Vec<usize> {
-        self.entries[i]
-            .depends
-            .iter()
-            .filter_map(|d| self.index(d))
-            .collect()
     }
 
     /// Marks every module of `classes`, and what they depend on, as wanted.
@@ -161,7 +162,7 @@ impl Plan {
                 if let Some(tid) = self.loader_tid[i] {
                     let _ = crate::sys::set_background(tid, false);
                 }
-                stack.extend(self.deps(i));
+                stack.extend(&self.deps[i]);
             }
         }
     }
@@ -186,7 +187,7 @@ impl Plan {
                     continue;
                 }
                 let mut ready = true;
-                for d in self.deps(i) {
+                for &d in &self.deps[i] {
                     match &self.state[d] {
                         State::Loaded => {}
                         State::Failed(_) => {
@@ -218,11 +219,7 @@ impl Plan {
     fn runnable_wanted(&self) -> usize {
         (0..self.entries.len())
             .filter(|&i| self.state[i] == State::Pending && self.wanted[i])
-            .filter(|&i| {
-                self.deps(i)
-                    .into_iter()
-                    .all(|d| self.state[d] == State::Loaded)
-            })
+            .filter(|&i| self.deps[i].iter().all(|&d| self.state[d] == State::Loaded))
             .count()
     }
 
@@ -289,9 +286,8 @@ pub fn wait(classes: &[Class], timeout: Duration) -> Vec<String> {
     };
     let deadline = Instant::now() + timeout;
     let t = Instant::now();
+    prefetch(classes);
     let mut plan = loader.lock();
-    plan.want(classes);
-    loader.wake.notify_all();
     loop {
         let left = plan.unfinished(classes);
         if left.is_empty() {

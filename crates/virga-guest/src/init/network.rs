@@ -26,17 +26,20 @@ static LEASES: Mutex<Vec<net_config::LeaseStatus>> = Mutex::new(Vec::new());
 /// Default time to wait for a DHCP lease (`virga.dhcp_timeout=` overrides).
 const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The driver classes the network stage waits for: network drivers and the bus under them,
+/// when the PCI bus has a network controller.
+pub fn drivers() -> Vec<super::modules::Class> {
+    use super::modules::{Class, pci_class_present};
+    if pci_class_present(0x02) {
+        vec![Class::Net, Class::Bus]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Stage `network`.
 pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
-    if super::modules::pci_class_present(0x02) {
-        use super::modules::{Class, wait_for};
-        wait_for(
-            ctx,
-            "network",
-            &[Class::Net, Class::Bus],
-            Duration::from_secs(20),
-        );
-    }
+    super::modules::wait_for(ctx, "network", &drivers(), Duration::from_secs(20));
     if !has_interfaces() {
         tracing::info!("network: no interfaces besides lo");
         return Ok(StageResult::Skipped);
