@@ -348,7 +348,16 @@ fn keep_alive_reuses_one_connection() {
         String::from_utf8_lossy(&out.stdout),
         format!("{INSTANCE_ID}virga-test")
     );
-    let log = std::fs::read_to_string(&access).unwrap();
+    // The server writes a request's log line after the response has gone out, so curl can
+    // exit before the second line is there: wait for it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let log = loop {
+        let log = std::fs::read_to_string(&access).unwrap();
+        if log.lines().count() >= 2 || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     let peers: Vec<&str> = log
         .lines()
         .map(|l| l.split_whitespace().nth(1).unwrap())
