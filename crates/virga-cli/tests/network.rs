@@ -194,7 +194,13 @@ fn dhcp_from_dnsmasq_then_ssh_over_the_lease() {
         l.contains(boot_contract::console::POWEROFF_LINE)
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // dnsmasq rewrites its lease file when it handles the RELEASE: give it time (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&ns.leases).unwrap().contains(&addr)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         !std::fs::read_to_string(&ns.leases).unwrap().contains(&addr),
         "lease not released"
