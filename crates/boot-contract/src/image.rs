@@ -15,6 +15,11 @@ pub struct ModuleEntry {
     /// Names of modules (also in the list) that must be loaded first.
     #[serde(default)]
     pub depends: Vec<String>,
+    /// The module's PCI device patterns (its `alias=pci:…` fields, shell globs matched against
+    /// a device's sysfs `modalias`). Empty for drivers not bound to PCI ids (virtio devices,
+    /// upper layers, filesystems).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pci: Vec<String>,
 }
 
 /// What the builder tells PID 1 about the image it is part of.

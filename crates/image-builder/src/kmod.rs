@@ -32,6 +32,8 @@ pub struct ResolvedModule {
     pub rel_path: PathBuf,
     /// Canonical names of the modules it depends on.
     pub depends: Vec<String>,
+    /// Its PCI device patterns (`alias=pci:…`), in `.modinfo` order.
+    pub pci_aliases: Vec<String>,
 }
 
 /// The result of [`ModuleIndex::resolve`].
@@ -165,6 +167,12 @@ impl ModuleIndex {
                     name,
                     rel_path: rel,
                     depends,
+                    pci_aliases: mi
+                        .aliases
+                        .iter()
+                        .filter(|a| a.starts_with("pci:"))
+                        .cloned()
+                        .collect(),
                 },
             );
         }
@@ -268,6 +276,8 @@ pub struct ModInfo {
     pub depends: Vec<String>,
     /// `softdep=pre: …`: modules to load first when present.
     pub softdep_pre: Vec<String>,
+    /// `alias=`: the device patterns the module serves (`pci:v00001AF4d*…`, `fs-vfat`).
+    pub aliases: Vec<String>,
 }
 
 /// Reads the `.modinfo` section of a module (`.ko`, or `.ko.zst` bytes).
@@ -298,7 +308,9 @@ pub fn parse_modinfo(bytes: &[u8]) -> ModInfo {
         let Ok(field) = std::str::from_utf8(field) else {
             continue;
         };
-        if let Some(deps) = field.strip_prefix("depends=") {
+        if let Some(alias) = field.strip_prefix("alias=") {
+            mi.aliases.push(alias.to_owned());
+        } else if let Some(deps) = field.strip_prefix("depends=") {
             mi.depends
                 .extend(deps.split(',').filter(|d| !d.is_empty()).map(str::to_owned));
         } else if let Some(soft) = field.strip_prefix("softdep=") {
@@ -377,6 +389,32 @@ mod tests {
         assert_eq!(mi.depends, vec!["virtio", "virtio_ring"]);
         assert_eq!(mi.softdep_pre, vec!["crc32c"]);
         assert_eq!(parse_modinfo(b"depends=\0"), ModInfo::default());
+        let mi = parse_modinfo(b"alias=pci:v00001D0Fd0000EC20sv*sd*bc*sc*i*\0alias=fs-vfat\0");
+        assert_eq!(
+            mi.aliases,
+            vec!["pci:v00001D0Fd0000EC20sv*sd*bc*sc*i*", "fs-vfat"]
+        );
+    }
+
+    #[test]
+    fn resolved_modules_carry_their_pci_patterns_only() {
+        let d = tree(
+            &[(
+                "ena",
+                &[
+                    "alias=pci:v00001D0Fd0000EC20sv*sd*bc*sc*i*",
+                    "alias=net-pf-99",
+                    "depends=",
+                ],
+            )],
+            &[],
+        );
+        let idx = ModuleIndex::scan(&d.path().join("6.1.0-test")).unwrap();
+        let c = idx.resolve(&["ena".into()]).unwrap();
+        assert_eq!(
+            c.order[0].pci_aliases,
+            vec!["pci:v00001D0Fd0000EC20sv*sd*bc*sc*i*"]
+        );
     }
 
     #[test]

@@ -304,6 +304,7 @@ pub fn build(
                 name: m.name.clone(),
                 path,
                 depends: m.depends.clone(),
+                pci: m.pci_aliases.clone(),
             });
         }
         tree.file(

@@ -96,6 +96,10 @@ struct Plan {
     rank: Vec<Class>,
     /// Some stage waits for it (or for a module that needs it): load it before the rest.
     wanted: Vec<bool>,
+    /// It may drive a device of this machine: it has no PCI patterns, or one matches a device
+    /// on the bus. Stages wait only for these (and their dependencies); the others (drivers
+    /// for other clouds' hardware) load in the background, for hot-plug.
+    relevant: Vec<bool>,
     /// Indices of each module's dependencies that are in the list (others are built in or
     /// already loaded).
     deps: Vec<Vec<usize>>,
@@ -108,8 +112,19 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(entries: Vec<ModuleEntry>) -> Self {
+    /// A plan for `entries` on a machine whose PCI devices have these `modalias` values
+    /// (`None`: no PCI bus to ask, every driver may be needed).
+    fn new(entries: Vec<ModuleEntry>, pci_devices: Option<&[String]>) -> Self {
         let class: Vec<Class> = entries.iter().map(|e| Class::of(&e.path)).collect();
+        let relevant = entries
+            .iter()
+            .map(|e| {
+                e.pci.is_empty()
+                    || pci_devices.is_none_or(|devs| {
+                        e.pci.iter().any(|p| devs.iter().any(|d| glob_match(p, d)))
+                    })
+            })
+            .collect();
         let n = entries.len();
         let index = |name: &str| entries.iter().position(|e| e.name == name);
         let deps = entries
@@ -121,6 +136,7 @@ impl Plan {
             state: vec![State::Pending; n],
             rank: class.clone(),
             wanted: vec![false; n],
+            relevant,
             loader_tid: vec![None; n],
             live: 0,
             helpers: false,
@@ -150,10 +166,11 @@ impl Plan {
         self.entries.iter().position(|e| e.name == name)
     }
 
-    /// Marks every module of `classes`, and what they depend on, as wanted.
+    /// Marks every module of `classes` that may drive a device here, and what they depend
+    /// on, as wanted.
     fn want(&mut self, classes: &[Class]) {
         let mut stack: Vec<usize> = (0..self.entries.len())
-            .filter(|&i| classes.contains(&self.class[i]))
+            .filter(|&i| classes.contains(&self.class[i]) && self.relevant[i])
             .collect();
         while let Some(i) = stack.pop() {
             if !self.wanted[i] {
@@ -167,10 +184,11 @@ impl Plan {
         }
     }
 
-    /// Modules of `classes` that have not finished (loaded or failed) yet.
+    /// Modules of `classes` a stage waits for that have not finished (loaded or failed) yet.
     fn unfinished(&self, classes: &[Class]) -> Vec<&str> {
         (0..self.entries.len())
             .filter(|&i| classes.contains(&self.class[i]))
+            .filter(|&i| self.relevant[i] || self.wanted[i])
             .filter(|&i| matches!(self.state[i], State::Pending | State::Loading))
             .map(|i| self.entries[i].name.as_str())
             .collect()
@@ -226,6 +244,14 @@ impl Plan {
     fn busy(&self) -> bool {
         self.state.contains(&State::Loading)
     }
+
+    /// Modules with PCI patterns that match no device here.
+    fn without_device(&self) -> Vec<&str> {
+        (0..self.entries.len())
+            .filter(|&i| !self.relevant[i])
+            .map(|i| self.entries[i].name.as_str())
+            .collect()
+    }
 }
 
 /// The background loader of this boot.
@@ -248,11 +274,17 @@ pub fn start(ctx: &Arc<Ctx>) -> StageResult {
     if ctx.image.modules.is_empty() {
         return StageResult::Skipped;
     }
+    let aliases: Option<Vec<String>> =
+        pci_devices().map(|d| d.iter().map(|d| d.modalias.clone()).collect());
     let loader = LOADER.get_or_init(|| Loader {
-        plan: Mutex::new(Plan::new(ctx.image.modules.clone())),
+        plan: Mutex::new(Plan::new(ctx.image.modules.clone(), aliases.as_deref())),
         wake: Condvar::new(),
         start: Instant::now(),
     });
+    let idle = loader.lock().without_device().join(", ");
+    if !idle.is_empty() {
+        tracing::info!("modules: no device here for {idle}; they load in the background only");
+    }
     // The ready line always waits for the power button's driver.
     loader.lock().want(&[Class::Acpi]);
     // One worker now; it starts the others once only background work is left (a thread
@@ -344,24 +376,106 @@ pub fn pending() -> usize {
     })
 }
 
-/// Whether the PCI bus has a device of `base_class` (`0x01` storage, `0x02` network). When
-/// there is no PCI bus to ask (another platform), the answer is `true`: wait to be safe. The
-/// bus is read once per boot: the kernel enumerated it before PID 1 started.
-pub fn pci_class_present(base_class: u8) -> bool {
-    static CLASSES: OnceLock<Option<Vec<u8>>> = OnceLock::new();
-    CLASSES
+/// A device on the PCI bus.
+#[derive(Debug, Clone)]
+struct PciDevice {
+    /// Base class (`0x01` storage, `0x02` network).
+    class: u8,
+    /// Its `modalias` (`pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00`).
+    modalias: String,
+}
+
+/// The devices on the PCI bus, read once per boot (the kernel enumerated the bus before PID 1
+/// started); `None` when there is no PCI bus to ask.
+fn pci_devices() -> Option<&'static [PciDevice]> {
+    static DEVICES: OnceLock<Option<Vec<PciDevice>>> = OnceLock::new();
+    DEVICES
         .get_or_init(|| {
             let entries = std::fs::read_dir("/sys/bus/pci/devices").ok()?;
-            let classes: Vec<u8> = entries
+            let devices: Vec<PciDevice> = entries
                 .flatten()
                 .filter_map(|e| {
-                    pci_base_class(&std::fs::read_to_string(e.path().join("class")).ok()?)
+                    let read = |f: &str| std::fs::read_to_string(e.path().join(f)).ok();
+                    Some(PciDevice {
+                        class: pci_base_class(&read("class")?)?,
+                        modalias: read("modalias").unwrap_or_default().trim().to_owned(),
+                    })
                 })
                 .collect();
-            (!classes.is_empty()).then_some(classes)
+            (!devices.is_empty()).then_some(devices)
         })
-        .as_ref()
-        .is_none_or(|c| c.contains(&base_class))
+        .as_deref()
+}
+
+/// Whether the PCI bus has a device of `base_class` (`0x01` storage, `0x02` network). When
+/// there is no PCI bus to ask (another platform), the answer is `true`: wait to be safe.
+pub fn pci_class_present(base_class: u8) -> bool {
+    pci_devices().is_none_or(|d| d.iter().any(|d| d.class == base_class))
+}
+
+/// Matches a module alias pattern against a device's `modalias`, as the kernel's tools do
+/// (`fnmatch`): `*` any run of characters, `?` one character, `[…]` a set (`!` or `^`
+/// negates, `a-z` ranges). Iterative, so every pattern is matched in linear-ish time.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p = pattern.as_bytes();
+    let t = text.as_bytes();
+    let (mut pi, mut ti) = (0, 0);
+    // Where to resume after the last `*`: (pattern index after it, text index it matched to).
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        let step = match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi + 1, ti));
+                pi += 1;
+                continue;
+            }
+            Some(b'?') => Some(pi + 1),
+            Some(b'[') => match_set(p, pi, t[ti]),
+            Some(&c) if c == t[ti] => Some(pi + 1),
+            _ => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                pi = next;
+                ti += 1;
+            }
+            (None, Some((sp, st))) => {
+                pi = sp;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    p[pi.min(p.len())..].iter().all(|&c| c == b'*')
+}
+
+/// Matches byte `c` against the set starting at `p[open] == b'['`; returns the index after the
+/// set when it matches. An unclosed set matches nothing.
+fn match_set(p: &[u8], open: usize, c: u8) -> Option<usize> {
+    let mut i = open + 1;
+    let negate = matches!(p.get(i), Some(b'!' | b'^'));
+    if negate {
+        i += 1;
+    }
+    let mut hit = false;
+    let mut first = true;
+    loop {
+        let &lo = p.get(i)?;
+        if lo == b']' && !first {
+            break;
+        }
+        first = false;
+        if p.get(i + 1) == Some(&b'-') && p.get(i + 2).is_some_and(|&h| h != b']') {
+            let hi = p[i + 2];
+            hit |= (lo..=hi).contains(&c);
+            i += 3;
+        } else {
+            hit |= lo == c;
+            i += 1;
+        }
+    }
+    (hit != negate).then_some(i + 1)
 }
 
 /// The base class byte of a sysfs PCI `class` value (`0x020000` → `0x02`).
@@ -476,6 +590,10 @@ fn load_one(path: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn plan(entries: Vec<ModuleEntry>) -> Plan {
+        Plan::new(entries, None)
+    }
+
     fn entry(name: &str, deps: &[&str]) -> ModuleEntry {
         entry_at(name, &format!("/{name}.ko"), deps)
     }
@@ -485,6 +603,7 @@ mod tests {
             name: name.into(),
             path: path.into(),
             depends: deps.iter().map(|d| d.to_string()).collect(),
+            pci: Vec::new(),
         }
     }
 
@@ -492,7 +611,7 @@ mod tests {
 
     #[test]
     fn independent_modules_are_ready_together() {
-        let mut p = Plan::new(vec![
+        let mut p = plan(vec![
             entry("a", &[]),
             entry("b", &[]),
             entry("c", &["a", "b"]),
@@ -509,7 +628,7 @@ mod tests {
 
     #[test]
     fn failure_propagates_to_dependents() {
-        let mut p = Plan::new(vec![
+        let mut p = plan(vec![
             entry("a", &[]),
             entry("b", &["a"]),
             entry("c", &["b"]),
@@ -524,7 +643,7 @@ mod tests {
 
     #[test]
     fn unknown_dependencies_are_treated_as_present() {
-        let mut p = Plan::new(vec![entry("a", &["builtin_thing"])]);
+        let mut p = plan(vec![entry("a", &["builtin_thing"])]);
         assert_eq!(p.next(), Some(0));
     }
 
@@ -552,7 +671,7 @@ mod tests {
     /// The default image's shape: the power button first, storage and network drivers before
     /// filesystems, and the libraries under them as urgent as their users.
     fn default_like() -> Plan {
-        Plan::new(vec![
+        plan(vec![
             entry_at("isofs", &format!("{K}/fs/isofs/isofs.ko"), &[]),
             entry_at("scsi_mod", &format!("{K}/drivers/scsi/scsi_mod.ko"), &[]),
             entry_at(
@@ -620,5 +739,102 @@ mod tests {
         assert_eq!(pci_base_class("0x00ff00"), Some(0x00));
         assert_eq!(pci_base_class("junk"), None);
         assert_eq!(pci_base_class(""), None);
+    }
+
+    /// Real modalias values (QEMU's i440fx + PIIX IDE, and q35's AHCI) and real patterns from
+    /// Debian's 6.1 cloud kernel.
+    const PIIX_IDE: &str = "pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80";
+    const Q35_AHCI: &str = "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01";
+    const VIRTIO_NET: &str = "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00";
+
+    #[test]
+    fn glob_matches_like_fnmatch() {
+        assert!(glob_match("pci:v00008086d00007010sv*sd*bc*sc*i*", PIIX_IDE));
+        assert!(!glob_match(
+            "pci:v00008086d00007010sv*sd*bc*sc*i*",
+            Q35_AHCI
+        ));
+        assert!(glob_match("pci:v*d*sv*sd*bc01sc06i01*", Q35_AHCI));
+        assert!(!glob_match("pci:v*d*sv*sd*bc01sc06i01*", PIIX_IDE));
+        assert!(glob_match("pci:v00001AF4d*sv*sd*bc*sc*i*", VIRTIO_NET));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(glob_match("a[0-9]c", "a5c"));
+        assert!(!glob_match("a[!0-9]c", "a5c"));
+        assert!(glob_match("a[]]c", "a]c"));
+        assert!(
+            !glob_match("a[0-9", "a5"),
+            "an unclosed set matches nothing"
+        );
+        assert!(glob_match("*", ""));
+        assert!(glob_match("**a**", "xxaxx"));
+        assert!(!glob_match("", "x"));
+        assert!(!glob_match("abc", "abcd"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn glob_is_total_and_literal_patterns_match_only_themselves(
+            p in "[a-c*?\\[\\]!^-]{0,12}",
+            t in "[a-c]{0,12}",
+        ) {
+            let _ = glob_match(&p, &t);
+            proptest::prop_assert!(glob_match("*", &t));
+            proptest::prop_assert!(glob_match(&t, &t));
+            let (star_t, xy_t) = (format!("*{t}"), format!("xy{t}"));
+            proptest::prop_assert!(glob_match(&star_t, &xy_t));
+        }
+    }
+
+    #[test]
+    fn stages_wait_only_for_drivers_of_devices_that_are_here() {
+        let with_pci = |name: &str, path: &str, deps: &[&str], pci: &[&str]| ModuleEntry {
+            pci: pci.iter().map(|p| p.to_string()).collect(),
+            ..entry_at(name, &format!("{K}/{path}"), deps)
+        };
+        let entries = vec![
+            with_pci("scsi_mod", "drivers/scsi/scsi_mod.ko", &[], &[]),
+            with_pci("libata", "drivers/ata/libata.ko", &["scsi_mod"], &[]),
+            with_pci(
+                "ata_piix",
+                "drivers/ata/ata_piix.ko",
+                &["libata"],
+                &["pci:v00008086d00007010sv*sd*bc*sc*i*"],
+            ),
+            with_pci(
+                "ahci",
+                "drivers/ata/ahci.ko",
+                &["libata"],
+                &["pci:v*d*sv*sd*bc01sc06i01*"],
+            ),
+            with_pci(
+                "ena",
+                "drivers/net/ethernet/amazon/ena/ena.ko",
+                &[],
+                &["pci:v00001D0Fd0000EC20sv*sd*bc*sc*i*"],
+            ),
+            with_pci("virtio_blk", "drivers/block/virtio_blk.ko", &[], &[]),
+        ];
+        // i440fx: the PIIX IDE controller is there, AHCI and ENA are not.
+        let devs = [PIIX_IDE.to_owned(), VIRTIO_NET.to_owned()];
+        let mut p = Plan::new(entries.clone(), Some(&devs));
+        assert_eq!(p.without_device(), ["ahci", "ena"]);
+        p.want(&[Class::Storage, Class::Net]);
+        assert_eq!(
+            p.unfinished(&[Class::Storage, Class::Net]),
+            ["scsi_mod", "libata", "ata_piix", "virtio_blk"]
+        );
+        assert!(!p.wanted[p.index("ahci").unwrap()]);
+        // q35: AHCI instead; a dependency of a waited-for driver is waited for too.
+        let devs = [Q35_AHCI.to_owned()];
+        let mut p = Plan::new(entries.clone(), Some(&devs));
+        p.want(&[Class::Storage]);
+        assert_eq!(
+            p.unfinished(&[Class::Storage]),
+            ["scsi_mod", "libata", "ahci", "virtio_blk"]
+        );
+        // No PCI bus to ask: every driver may be needed.
+        let p = Plan::new(entries, None);
+        assert!(p.without_device().is_empty());
     }
 }
