@@ -37,6 +37,15 @@ pub enum AccelArg {
     Tcg,
 }
 
+/// Machine type on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MachineArg {
+    /// i440fx + PIIX (QEMU's and OpenStack's default; IDE CD-ROMs).
+    Pc,
+    /// ICH9, PCIe, no IDE: disks on virtio or NVMe.
+    Q35,
+}
+
 /// Arguments of `virga run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -68,6 +77,9 @@ pub struct RunArgs {
     /// Accelerator.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
+    /// Machine type.
+    #[arg(long, value_enum, default_value = "pc")]
+    pub machine: MachineArg,
     /// Print `{"wall_ms", "powered_off", "ready": <ready report>}` as JSON on stdout (with
     /// --expect-ready).
     #[arg(long)]
@@ -122,6 +134,27 @@ pub enum SeedBusArg {
     Cdrom,
     /// virtio-blk disk (`/dev/vdX`).
     Virtio,
+    /// NVMe namespace (`/dev/nvmeNn1`).
+    Nvme,
+}
+
+/// State disk bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateBusArg {
+    /// virtio-blk disk (`/dev/vdX`).
+    Virtio,
+    /// NVMe namespace (`/dev/nvmeNn1`), as EC2 Nitro attaches EBS volumes.
+    Nvme,
+}
+
+impl SeedBusArg {
+    fn drive_kind(self) -> vm_runner::DriveKind {
+        match self {
+            SeedBusArg::Cdrom => vm_runner::DriveKind::Cdrom,
+            SeedBusArg::Virtio => vm_runner::DriveKind::Virtio,
+            SeedBusArg::Nvme => vm_runner::DriveKind::Nvme,
+        }
+    }
 }
 
 /// Instance and datasource options of `virga run`.
@@ -161,6 +194,9 @@ pub struct InstanceArgs {
     /// host keys and the random seed survive reboots.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
+    /// State disk bus: virtio (`/dev/vdX`) or nvme (`/dev/nvmeNn1`, as on EC2 Nitro).
+    #[arg(long, value_enum, default_value = "virtio")]
+    pub state_bus: StateBusArg,
     /// Extra argument for the metadata server, e.g. `--metadata-server-arg=--fault=hang`.
     #[arg(
         long = "metadata-server-arg",
@@ -187,9 +223,10 @@ impl InstanceArgs {
             SeedFormatArg::Iso => seed_image::SeedFormat::Iso,
             SeedFormatArg::Vfat => seed_image::SeedFormat::Vfat,
         };
-        o.seed_bus = match self.seed_bus {
-            SeedBusArg::Cdrom => vm_runner::DriveKind::Cdrom,
-            SeedBusArg::Virtio => vm_runner::DriveKind::Virtio,
+        o.seed_bus = self.seed_bus.drive_kind();
+        o.state_bus = match self.state_bus {
+            StateBusArg::Virtio => vm_runner::DriveKind::Virtio,
+            StateBusArg::Nvme => vm_runner::DriveKind::Nvme,
         };
         o.instance_id = self.instance_id.clone();
         o.hostname = self.hostname.clone();
@@ -242,6 +279,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cmdline.push_str(extra);
     }
     let mut cfg = VmConfig::new(kernel, initrd, cmdline, accel);
+    cfg.machine = match args.machine {
+        MachineArg::Pc => vm_runner::Machine::Pc,
+        MachineArg::Q35 => vm_runner::Machine::Q35,
+    };
     cfg.memory_mb = args.memory;
     cfg.cpus = args.cpus;
     cfg.log_file = args.log.clone();

@@ -78,6 +78,66 @@ fn nocloud_iso_per_instance_script_runs_once_per_instance_id() {
 
 #[test]
 #[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn nitro_like_machine_with_nvme_disks_and_no_ide() {
+    // As on EC2 Nitro: a PCIe machine without an IDE controller, disks on NVMe (built into the
+    // cloud kernel, found on a work queue after boot begins).
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut o = instance(Datasource::NoCloud);
+    o.hostname = "nitro-like".into();
+    o.seed_format = seed_image::SeedFormat::Vfat;
+    o.seed_bus = DriveKind::Nvme;
+    o.state = Some(state_dir.path().join("state.img"));
+    o.state_bus = DriveKind::Nvme;
+    let mut g = boot_instance_on(&o, "", vm_runner::Machine::Q35);
+    assert_identity(&mut g, "nitro-like");
+    let s = g.status();
+    assert!(s.persistent_state, "{:?}", s.warnings);
+    assert!(s.datasource.unwrap().source.contains("vfat cidata"));
+    let lines = g.vm.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("persistent state on /dev/nvme")),
+        "{}",
+        lines.join("\n")
+    );
+    // No stage waited for the IDE or other clouds' drivers: nothing here for them to drive.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("no device here for ata_piix, ena, gve;")),
+        "{}",
+        lines.join("\n")
+    );
+    // They are still loaded in the background (hot-plug).
+    assert_eq!(
+        g.sh1("for i in $(seq 60); do grep -q modules_ms /run/virga/status.json && break; sleep 0.5; done; grep -c -E '^(ata_piix|ena|gve) ' /proc/modules"),
+        "3"
+    );
+    g.poweroff();
+}
+
+#[test]
+#[ignore = "builds the default image; run with --include-ignored (./dev test)"]
+fn a_cdrom_on_q35_is_refused_with_the_fix() {
+    let out = default_image();
+    let o = run(virga()
+        .args([
+            "run",
+            "--machine",
+            "q35",
+            "--expect-ready",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&out));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--seed-bus virtio or nvme"), "{err}");
+}
+
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
 fn nocloud_vfat_on_virtio_and_no_state_disk() {
     let mut o = instance(Datasource::NoCloud);
     o.hostname = "nc-fat".into();

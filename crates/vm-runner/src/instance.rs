@@ -64,6 +64,8 @@ pub struct InstanceOptions {
     pub network_config: Option<Vec<u8>>,
     /// Persistent state disk, created when missing.
     pub state: Option<PathBuf>,
+    /// State disk bus.
+    pub state_bus: DriveKind,
     /// The `virga` executable QEMU runs as the metadata server.
     pub server_exe: PathBuf,
     /// Extra arguments for the metadata server (`--fault`, `--imds`, …).
@@ -78,6 +80,7 @@ impl InstanceOptions {
             metadata_dir: None,
             seed_format: SeedFormat::Iso,
             seed_bus: DriveKind::Cdrom,
+            state_bus: DriveKind::Virtio,
             instance_id: None,
             hostname: "virga-vm".into(),
             public_keys: Vec::new(),
@@ -118,7 +121,7 @@ pub fn attach(
         ensure_state_disk(state)?;
         cfg.drives.push(Drive {
             path: state.clone(),
-            kind: DriveKind::Virtio,
+            kind: opts.state_bus,
             format: "raw".into(),
             read_only: false,
         });

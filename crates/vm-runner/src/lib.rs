@@ -62,6 +62,9 @@ pub enum VmError {
     /// The datasource or state disk could not be prepared.
     #[error("instance: {0}")]
     Instance(String),
+    /// The VM's devices do not fit together.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl VmError {
@@ -97,6 +100,28 @@ pub struct Drive {
     pub read_only: bool,
 }
 
+/// The machine QEMU emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Machine {
+    /// `pc` (i440fx + PIIX): QEMU's default and OpenStack's; its IDE controller carries
+    /// CD-ROMs (config drives).
+    #[default]
+    Pc,
+    /// `q35` (ICH9): PCIe, no IDE controller; its AHCI controller is not driven by Debian's
+    /// cloud kernel, so disks go on virtio or NVMe.
+    Q35,
+}
+
+impl Machine {
+    /// QEMU's name for it.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            Machine::Pc => "pc",
+            Machine::Q35 => "q35",
+        }
+    }
+}
+
 /// Bus and device type of a [`Drive`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DriveKind {
@@ -104,6 +129,8 @@ pub enum DriveKind {
     Virtio,
     /// IDE CD-ROM (`/dev/srN`), as OpenStack attaches config drives.
     Cdrom,
+    /// NVMe namespace (`/dev/nvmeNn1`), as EC2's Nitro instances attach EBS volumes.
+    Nvme,
 }
 
 /// Everything needed to start a VM.
@@ -121,6 +148,8 @@ pub struct VmConfig {
     pub cpus: u32,
     /// Accelerator (already probed).
     pub accel: Accel,
+    /// Machine type.
+    pub machine: Machine,
     /// User-mode networking with these forwards; `None` = no NIC.
     pub user_net: Option<Vec<PortForward>>,
     /// Extra `-netdev user` suboptions (e.g. `guestfwd=…`), appended verbatim.
@@ -152,6 +181,7 @@ impl VmConfig {
             memory_mb: 256,
             cpus: 1,
             accel,
+            machine: Machine::Pc,
             user_net: Some(Vec::new()),
             user_net_extra: Vec::new(),
             tap: None,
@@ -187,12 +217,22 @@ impl VmConfig {
         }
     }
 
+    /// Checks that the devices fit the machine: q35 has no IDE bus the cloud kernel drives.
+    pub fn check(&self) -> Result<(), VmError> {
+        if self.machine == Machine::Q35 && self.drives.iter().any(|d| d.kind == DriveKind::Cdrom) {
+            return Err(VmError::Config(
+                "a CD-ROM on q35 sits on its AHCI controller, which Debian's cloud kernel does not drive; use --seed-bus virtio or nvme, or --machine pc".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The QEMU command line (without the QMP socket, which [`Vm::launch`] adds).
     pub fn qemu_args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |s: &str| a.push(s.to_owned());
         push("-M");
-        push("pc");
+        push(self.machine.qemu_name());
         push("-accel");
         push(self.accel.qemu_name());
         push("-cpu");
@@ -270,6 +310,15 @@ impl VmConfig {
                         2 + i
                     ));
                 }
+                DriveKind::Nvme => {
+                    push("-drive");
+                    push(&format!(
+                        "file={path},format={},if=none,id=nvme{i}{ro}",
+                        d.format
+                    ));
+                    push("-device");
+                    push(&format!("nvme,drive=nvme{i},serial=virga{i}"));
+                }
             }
         }
         a.extend(self.extra_args.iter().cloned());
@@ -314,6 +363,7 @@ impl Vm {
                 return Err(VmError::Missing { path: p.clone() });
             }
         }
+        cfg.check()?;
         if !qemu_available() {
             return Err(VmError::QemuMissing);
         }
@@ -705,6 +755,34 @@ mod tests {
         );
         c.user_net = None;
         assert!(!c.qemu_args().join(" ").contains("netdev"));
+    }
+
+    #[test]
+    fn nvme_disks_and_the_q35_machine() {
+        let mut c = cfg();
+        assert!(c.qemu_args().join(" ").contains("-M pc "));
+        c.machine = Machine::Q35;
+        c.drives.push(Drive {
+            path: "/tmp/state.img".into(),
+            kind: DriveKind::Nvme,
+            format: "raw".into(),
+            read_only: false,
+        });
+        let a = c.qemu_args().join(" ");
+        assert!(a.contains("-M q35 "), "{a}");
+        assert!(
+            a.contains("-drive file=/tmp/state.img,format=raw,if=none,id=nvme0 -device nvme,drive=nvme0,serial=virga0"),
+            "{a}"
+        );
+        assert!(c.check().is_ok());
+        c.drives.push(Drive {
+            path: "/tmp/seed.iso".into(),
+            kind: DriveKind::Cdrom,
+            format: "raw".into(),
+            read_only: true,
+        });
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("--seed-bus virtio"), "{e}");
     }
 
     #[test]

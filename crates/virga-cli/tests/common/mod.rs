@@ -115,8 +115,18 @@ pub fn wait_shell(vm: &mut Vm) {
 
 /// Boots the default image with this instance (and extra kernel arguments).
 pub fn boot_instance(opts: &vm_runner::instance::InstanceOptions, extra_cmdline: &str) -> Guest {
+    boot_instance_on(opts, extra_cmdline, vm_runner::Machine::Pc)
+}
+
+/// [`boot_instance`] on another machine type.
+pub fn boot_instance_on(
+    opts: &vm_runner::instance::InstanceOptions,
+    extra_cmdline: &str,
+    machine: vm_runner::Machine,
+) -> Guest {
     let out = default_image();
     let mut cfg = vm_config(&out, extra_cmdline);
+    cfg.machine = machine;
     let runtime = tempfile::tempdir().unwrap();
     vm_runner::instance::attach(opts, &mut cfg, runtime.path()).expect("attach datasource");
     let (mut vm, ready) = boot_ready(&cfg);

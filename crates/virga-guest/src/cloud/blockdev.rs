@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::mount::{MsFlags, mount, umount2};
 
@@ -51,6 +52,54 @@ pub fn scan() -> Vec<Labelled> {
     found
 }
 
+/// Waits (up to `timeout`) until every NVMe controller is live and shows a namespace. The
+/// NVMe driver is built into Debian's cloud kernel and finds its namespaces on a work queue
+/// the kernel does not wait for before starting PID 1, so on EC2 Nitro (EBS volumes are NVMe)
+/// a disk can appear a little after boot begins. No controller, no wait.
+pub fn settle_nvme(timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let unsettled = nvme_unsettled(Path::new("/sys/class/nvme"));
+        if unsettled.is_empty() {
+            return;
+        }
+        if start.elapsed() >= timeout {
+            tracing::info!(
+                "NVMe controllers without a namespace after {timeout:?}: {}",
+                unsettled.join(", ")
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Controllers under `class_dir` (`/sys/class/nvme`) that are not live or have no namespace.
+fn nvme_unsettled(class_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(class_dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let dir = e.path();
+        let live = std::fs::read_to_string(dir.join("state")).is_ok_and(|s| s.trim() == "live");
+        // Namespaces are children named like `nvme0n1` (or `nvme0c0n1` with multipath).
+        let has_ns = std::fs::read_dir(&dir).is_ok_and(|d| {
+            d.flatten().any(|c| {
+                let c = c.file_name();
+                let c = c.to_string_lossy();
+                c.starts_with("nvme") && c.trim_start_matches("nvme").contains('n')
+            })
+        });
+        if !(live && has_ns) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Devices whose label is one of `labels`, ignoring ASCII case (cloud-init accepts `cidata`
 /// and `CIDATA`, `config-2` and `CONFIG-2`).
 pub fn with_label<'a>(all: &'a [Labelled], labels: &[&str]) -> Vec<&'a Labelled> {
@@ -93,5 +142,29 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nvme_controllers_settle_when_live_with_a_namespace() {
+        let d = tempfile::tempdir().unwrap();
+        let ctrl = |name: &str, state: &str, children: &[&str]| {
+            let dir = d.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("state"), format!("{state}\n")).unwrap();
+            for c in children {
+                std::fs::create_dir_all(dir.join(c)).unwrap();
+            }
+        };
+        assert!(nvme_unsettled(&d.path().join("absent")).is_empty());
+        ctrl("nvme0", "live", &["nvme0n1", "power"]);
+        ctrl("nvme1", "live", &["power", "hwmon1"]);
+        ctrl("nvme2", "connecting", &["nvme2n1"]);
+        ctrl("nvme3", "live", &["nvme3c3n1"]);
+        assert_eq!(nvme_unsettled(d.path()), ["nvme1", "nvme2"]);
     }
 }

@@ -83,6 +83,7 @@ fn parse_order(ctx: &Ctx) -> (Vec<Datasource>, Vec<String>) {
 /// when the machine has a storage controller; see `init::modules`.
 fn wait_for_disks(ctx: &Ctx, stage: &str, fs: bool) {
     modules::wait_for(ctx, stage, &disk_drivers(fs), Duration::from_secs(20));
+    blockdev::settle_nvme(Duration::from_secs(2));
 }
 
 fn disk_drivers(fs: bool) -> Vec<Class> {
