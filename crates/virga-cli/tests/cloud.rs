@@ -105,7 +105,7 @@ fn nitro_like_machine_with_nvme_disks_and_no_ide() {
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("no device here for ata_piix, ena, gve;")),
+            .any(|l| l.contains("no device here for libata, ata_piix, ena, gve;")),
         "{}",
         lines.join("\n")
     );

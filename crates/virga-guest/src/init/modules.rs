@@ -116,21 +116,42 @@ impl Plan {
     /// (`None`: no PCI bus to ask, every driver may be needed).
     fn new(entries: Vec<ModuleEntry>, pci_devices: Option<&[String]>) -> Self {
         let class: Vec<Class> = entries.iter().map(|e| Class::of(&e.path)).collect();
-        let relevant = entries
-            .iter()
-            .map(|e| {
-                e.pci.is_empty()
-                    || pci_devices.is_none_or(|devs| {
-                        e.pci.iter().any(|p| devs.iter().any(|d| glob_match(p, d)))
-                    })
-            })
-            .collect();
         let n = entries.len();
         let index = |name: &str| entries.iter().position(|e| e.name == name);
-        let deps = entries
+        let deps: Vec<Vec<usize>> = entries
             .iter()
             .map(|e| e.depends.iter().filter_map(|d| index(d)).collect())
             .collect();
+        let matches = |e: &ModuleEntry| {
+            pci_devices
+                .is_none_or(|devs| e.pci.iter().any(|p| devs.iter().any(|d| glob_match(p, d))))
+        };
+        // A driver with PCI patterns is relevant when one matches; one without is relevant,
+        // unless it is a library other modules use (libata, scsi_mod, virtio_ring): then it is
+        // relevant when one of its users is.
+        let mut is_library = vec![false; n];
+        for &d in deps.iter().flatten() {
+            is_library[d] = true;
+        }
+        let mut relevant: Vec<bool> = entries
+            .iter()
+            .zip(&is_library)
+            .map(|(e, &lib)| if e.pci.is_empty() { !lib } else { matches(e) })
+            .collect();
+        loop {
+            let mut changed = false;
+            for i in 0..n {
+                for &d in &deps[i] {
+                    if relevant[i] && !relevant[d] && entries[d].pci.is_empty() {
+                        relevant[d] = true;
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
         let mut plan = Self {
             deps,
             state: vec![State::Pending; n],
@@ -833,6 +854,15 @@ mod tests {
             p.unfinished(&[Class::Storage]),
             ["scsi_mod", "libata", "ahci", "virtio_blk"]
         );
+        // Neither IDE nor AHCI: the ATA library is not waited for either.
+        let devs = [VIRTIO_NET.to_owned()];
+        let mut p = Plan::new(entries.clone(), Some(&devs));
+        assert_eq!(
+            p.without_device(),
+            ["scsi_mod", "libata", "ata_piix", "ahci", "ena"]
+        );
+        p.want(&[Class::Storage]);
+        assert_eq!(p.unfinished(&[Class::Storage]), ["virtio_blk"]);
         // No PCI bus to ask: every driver may be needed.
         let p = Plan::new(entries, None);
         assert!(p.without_device().is_empty());
