@@ -121,7 +121,7 @@ fn console_shell_is_supervised_and_poweroff_command_works() {
     // Modules no stage waited for were still loading at the ready line; they all load in the
     // background, and the status document says so when they are done.
     let want = image_spec::ImageManifest::load(&out).unwrap().modules.len();
-    vm.send("for i in $(seq 60); do grep -q modules_ms /run/virga/status.json && break; sleep 0.5; done; echo MODS=$(grep -c '\"modules_ms\"' /run/virga/status.json),$(wc -l < /proc/modules)\n").unwrap();
+    vm.send("for i in $(seq 60); do grep -qE '\"modules_ms\": [0-9]' /run/virga/status.json && break; sleep 0.5; done; echo MOD''S=$(grep -cE '\"modules_ms\": [0-9]' /run/virga/status.json),$(grep -c ' Live ' /proc/modules)\n").unwrap();
     let mods = vm
         .wait_for("modules loaded", t, |l| l.starts_with("MODS="))
         .unwrap();
@@ -132,7 +132,7 @@ fn console_shell_is_supervised_and_poweroff_command_works() {
     );
 
     // An orphaned child must be reaped by PID 1: leave a zombie-to-be behind, then count.
-    vm.send("sh -c 'sleep 0.2 &' ; sleep 1; echo ZOMBIES=$(grep -l '^State:.Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\n").unwrap();
+    vm.send("sh -c 'sleep 0.2 &' ; sleep 1; echo ZOMB''IES=$(grep -l '^State:.Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\n").unwrap();
     let z = vm
         .wait_for("zombie count", t, |l| l.starts_with("ZOMBIES="))
         .unwrap();

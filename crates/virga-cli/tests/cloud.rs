@@ -110,10 +110,16 @@ fn nitro_like_machine_with_nvme_disks_and_no_ide() {
         lines.join("\n")
     );
     // They are still loaded in the background (hot-plug).
-    assert_eq!(
-        g.sh1("for i in $(seq 60); do grep -q modules_ms /run/virga/status.json && break; sleep 0.5; done; grep -c -E '^(ata_piix|ena|gve) ' /proc/modules"),
-        "3"
-    );
+    let loaded = g.sh1("for i in $(seq 60); do grep -qE '\"modules_ms\": [0-9]' /run/virga/status.json && break; sleep 0.5; done; grep -c -E '^(ata_piix|ena|gve) .* Live ' /proc/modules");
+    if loaded != "3" {
+        let modules = g
+            .sh("cat /proc/modules; cat /run/virga/status.json")
+            .join("\n");
+        panic!(
+            "{loaded} of ata_piix, ena, gve loaded:\n{modules}\nconsole:\n{}",
+            g.vm.lines().join("\n")
+        );
+    }
     g.poweroff();
 }
 
