@@ -167,3 +167,82 @@ pub fn set_background(tid: i32, background: bool) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Waits for `child` to exit, for at most `timeout`; `Ok(None)` when it is still running. The
+/// wait wakes the moment the child exits (a pidfd polled with the remaining time), rather than
+/// at the next tick of a sleep loop; kernels without `pidfd_open` (before 5.3) fall back to
+/// polling every few milliseconds.
+pub fn wait_timeout(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> io::Result<Option<std::process::ExitStatus>> {
+    use std::os::fd::FromRawFd;
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + timeout;
+    let pid = libc::c_long::from(child.id() as libc::pid_t);
+    // SAFETY: pidfd_open takes a pid and flags, passes no memory, and returns a new descriptor
+    // or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_long) };
+    let pidfd = if raw >= 0 {
+        // SAFETY: `raw` is a descriptor the kernel just created for us and nobody else owns.
+        Some(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+    } else {
+        None
+    };
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        match &pidfd {
+            Some(fd) => {
+                let mut pfd = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+                // SAFETY: `pfd` is one valid pollfd that outlives the call.
+                let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+            None => std::thread::sleep(left.min(Duration::from_millis(5))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn wait_timeout_returns_at_exit_or_at_the_deadline() {
+        let mut quick = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        let status = wait_timeout(&mut quick, Duration::from_secs(10)).unwrap();
+        assert_eq!(status.and_then(|s| s.code()), Some(3));
+
+        let mut slow = Command::new("sleep").arg("10").spawn().unwrap();
+        let t = Instant::now();
+        assert!(
+            wait_timeout(&mut slow, Duration::from_millis(100))
+                .unwrap()
+                .is_none()
+        );
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        slow.kill().unwrap();
+        assert!(
+            wait_timeout(&mut slow, Duration::from_secs(10))
+                .unwrap()
+                .is_some()
+        );
+    }
+}

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::process::{Command as Proc, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use boot_contract::{StageResult, UserDataStatus};
 use cloud_metadata::cloud_config::{Command, PowerCondition, PowerMode, User};
@@ -447,25 +447,15 @@ fn run(cmd: &mut Proc) -> Result<(), String> {
     let mut child = crate::sys::spawn_new_session(cmd)
         .spawn()
         .map_err(|e| format!("cannot run: {e}"))?;
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    // Poll with a growing interval: short commands are noticed within a millisecond or two,
-    // long ones cost a wake-up every 50 ms.
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) if s.success() => return Ok(()),
-            Ok(Some(s)) => return Err(format!("exited with {s}")),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("killed after {}s", SCRIPT_TIMEOUT.as_secs()));
-            }
-            Ok(None) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            Err(e) => return Err(format!("wait: {e}")),
+    match crate::sys::wait_timeout(&mut child, SCRIPT_TIMEOUT) {
+        Ok(Some(s)) if s.success() => Ok(()),
+        Ok(Some(s)) => Err(format!("exited with {s}")),
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("killed after {}s", SCRIPT_TIMEOUT.as_secs()))
         }
+        Err(e) => Err(format!("wait: {e}")),
     }
 }
 
