@@ -96,9 +96,10 @@ struct Plan {
     rank: Vec<Class>,
     /// Some stage waits for it (or for a module that needs it): load it before the rest.
     wanted: Vec<bool>,
-    /// It may drive a device of this machine: it has no PCI patterns, or one matches a device
-    /// on the bus. Stages wait only for these (and their dependencies); the others (drivers
-    /// for other clouds' hardware) load in the background, for hot-plug.
+    /// It may be needed on this machine: a driver whose PCI patterns match a device on the bus,
+    /// a module without PCI patterns, or a library a relevant module uses. Stages wait only
+    /// for these (and their dependencies); the others (drivers for other clouds' hardware) load
+    /// in the background, for hot-plug.
     relevant: Vec<bool>,
     /// Indices of each module's dependencies that are in the list (others are built in or
     /// already loaded).
@@ -266,7 +267,8 @@ impl Plan {
         self.state.contains(&State::Loading)
     }
 
-    /// Modules with PCI patterns that match no device here.
+    /// Modules nothing here needs: drivers whose PCI patterns match no device, and the
+    /// libraries only they use.
     fn without_device(&self) -> Vec<&str> {
         (0..self.entries.len())
             .filter(|&i| !self.relevant[i])
@@ -437,7 +439,7 @@ pub fn pci_class_present(base_class: u8) -> bool {
 /// Matches a module alias pattern against a device's `modalias`, as the kernel's tools do
 /// (`fnmatch`): `*` any run of characters, `?` one character, `[…]` a set (`!` or `^`
 /// negates, `a-z` ranges). Iterative, so every pattern is matched in linear-ish time.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+fn glob_match(pattern: &str, text: &str) -> bool {
     let p = pattern.as_bytes();
     let t = text.as_bytes();
     let (mut pi, mut ti) = (0, 0);
