@@ -10,7 +10,7 @@ use boot_contract::console::{POWEROFF_LINE, READY_PREFIX};
 use clap::{Args, ValueEnum};
 use image_spec::ImageManifest;
 use vm_runner::instance::InstanceOptions;
-use vm_runner::{AccelChoice, Vm, VmConfig, VmError};
+use vm_runner::{AccelChoice, KernelCmdline, Vm, VmConfig, VmError};
 
 /// Exit codes of `virga run --expect-ready` (documented in docs/cli.md).
 pub mod exit {
@@ -273,10 +273,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     {
         eprintln!("virga: KVM not usable ({reason}); using TCG software emulation");
     }
-    let mut cmdline = format!("{} panic=-1", manifest.cmdline);
+    let mut cmdline = KernelCmdline::new(&manifest.cmdline);
+    cmdline.panic_stops_vm();
     if let Some(extra) = &args.append {
-        cmdline.push(' ');
-        cmdline.push_str(extra);
+        cmdline.append(extra);
     }
     let mut cfg = VmConfig::new(kernel, initrd, cmdline, accel);
     cfg.machine = match args.machine {
@@ -466,7 +466,7 @@ mod tests {
         VmConfig::new(
             "k".into(),
             "i".into(),
-            "console=ttyS0".into(),
+            KernelCmdline::new("console=ttyS0"),
             vm_runner::Accel::Tcg { reason: "t".into() },
         )
     }

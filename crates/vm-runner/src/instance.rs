@@ -32,11 +32,11 @@ impl Datasource {
     /// The guest's name for it (`virga.ds=`).
     pub fn guest_name(self) -> &'static str {
         match self {
-            Datasource::NoCloud => "nocloud",
-            Datasource::ConfigDrive => "configdrive",
-            Datasource::Ec2 => "ec2",
-            Datasource::OpenStack => "openstack",
-            Datasource::None => "none",
+            Datasource::NoCloud => boot_contract::datasource::NOCLOUD,
+            Datasource::ConfigDrive => boot_contract::datasource::CONFIGDRIVE,
+            Datasource::Ec2 => boot_contract::datasource::EC2,
+            Datasource::OpenStack => boot_contract::datasource::OPENSTACK,
+            Datasource::None => boot_contract::datasource::NONE,
         }
     }
 }
@@ -126,8 +126,10 @@ pub fn attach(
             read_only: false,
         });
     }
-    cfg.cmdline
-        .push_str(&format!(" virga.ds={},none", opts.datasource.guest_name()));
+    cfg.cmdline.datasources(&[
+        opts.datasource.guest_name(),
+        boot_contract::datasource::NONE,
+    ]);
     if opts.datasource == Datasource::None {
         return Ok(attached);
     }
@@ -301,7 +303,7 @@ mod tests {
         VmConfig::new(
             "k".into(),
             "i".into(),
-            "console=ttyS0".into(),
+            crate::KernelCmdline::new("console=ttyS0"),
             Accel::Tcg { reason: "t".into() },
         )
     }
@@ -315,7 +317,7 @@ mod tests {
         o.user_data = Some(b"#!/bin/sh\necho hi\n".to_vec());
         let a = attach(&o, &mut c, d.path()).unwrap();
         assert_eq!(a.instance_id.as_deref(), Some("i-test"));
-        assert!(c.cmdline.ends_with("virga.ds=nocloud,none"));
+        assert!(c.cmdline.render().ends_with("virga.ds=nocloud,none"));
         assert_eq!(c.drives.len(), 1);
         let probe = seed_image::probe_path(&c.drives[0].path).unwrap().unwrap();
         assert!(probe.label_is("cidata"));

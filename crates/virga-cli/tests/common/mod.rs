@@ -69,12 +69,9 @@ pub fn vm_config(out: &Path, extra_cmdline: &str) -> VmConfig {
     let manifest = image_spec::ImageManifest::load(out).expect("manifest.json");
     let (k, i) = vm_runner::artifacts(out).unwrap();
     let accel = vm_runner::accel::choose(vm_runner::AccelChoice::Auto);
-    let mut cfg = VmConfig::new(
-        k,
-        i,
-        format!("{} panic=-1 {extra_cmdline}", manifest.cmdline),
-        accel,
-    );
+    let mut cmdline = vm_runner::KernelCmdline::new(&manifest.cmdline);
+    cmdline.panic_stops_vm().append(extra_cmdline);
+    let mut cfg = VmConfig::new(k, i, cmdline, accel);
     cfg.echo = std::env::var_os("VIRGA_TEST_ECHO").is_some();
     cfg
 }
