@@ -1,6 +1,8 @@
 //! Applying metadata: instance-id change detection, hostname, SSH keys of the default user,
 //! the random seed, injected files, and decoding user-data for the later stages.
 
+use std::time::Instant;
+
 use std::io::Write;
 
 use boot_contract::StageResult;
@@ -9,15 +11,15 @@ use cloud_metadata::write_files::validate_path;
 use cloud_metadata::{CloudConfig, InstanceMetadata, parse_user_data};
 
 use super::accounts::Accounts;
-use super::fsutil::{WriteOpts, components, write_file};
-use super::{STATE_DIR, limits};
-use crate::init::Ctx;
+use super::limits;
+use crate::ctx::Ctx;
+use crate::fsutil::{WriteOpts, components, write_file};
 
 /// File recording the instance id of the last boot.
 pub const INSTANCE_ID_FILE: &str = "/var/lib/virga/instance-id";
 
 /// Stage `apply`.
-pub fn stage_apply(ctx: &Ctx) -> anyhow::Result<StageResult> {
+pub fn stage_apply(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
     let Some(md) = ctx.cloud().md.clone() else {
         return Ok(StageResult::Skipped);
     };
@@ -31,14 +33,17 @@ pub fn stage_apply(ctx: &Ctx) -> anyhow::Result<StageResult> {
         }
     }
     ctx.cloud().new_instance = change != InstanceChange::Same;
-    if let Err(e) = std::fs::create_dir_all(STATE_DIR)
-        .and_then(|()| std::fs::write(INSTANCE_ID_FILE, format!("{}\n", md.instance_id)))
-    {
+    if let Err(e) = crate::fsutil::write_atomic(
+        INSTANCE_ID_FILE,
+        format!("{}\n", md.instance_id).as_bytes(),
+        0o644,
+        false,
+    ) {
         ctx.warn("apply", format!("{INSTANCE_ID_FILE}: {e}"));
     }
 
     if let Some(h) = md.short_hostname() {
-        match set_hostname(h, md.fqdn.as_deref()) {
+        match crate::hostname::set(h, md.fqdn.as_deref()) {
             Ok(()) => ctx.update(|s| s.hostname = h.to_owned()),
             Err(e) => ctx.error("apply", format!("hostname {h}: {e}")),
         }
@@ -85,22 +90,6 @@ pub fn stage_apply(ctx: &Ctx) -> anyhow::Result<StageResult> {
     decode_user_data(ctx, &md);
     super::publish(ctx);
     Ok(StageResult::Ok)
-}
-
-/// Sets the hostname (the short name, as CirrOS and cloud-init do) and `/etc/hosts`.
-pub fn set_hostname(short: &str, fqdn: Option<&str>) -> anyhow::Result<()> {
-    crate::init::hostname::apply(short)?;
-    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
-    match fqdn {
-        Some(f) if f != short => hosts.push_str(&format!("127.0.1.1\t{f} {short}\n")),
-        _ => hosts.push_str(&format!("127.0.1.1\t{short}\n")),
-    }
-    write_file(
-        &components("/etc/hosts"),
-        hosts.as_bytes(),
-        WriteOpts::default(),
-    )?;
-    Ok(())
 }
 
 /// Decodes vendor-data and user-data (gzip, MIME, cloud-config) into the cloud state: user

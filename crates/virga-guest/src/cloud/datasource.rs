@@ -26,6 +26,44 @@ pub const SEED_DIRS: &[&str] = &[
     "/var/lib/cloud/seed/nocloud-net",
 ];
 
+/// Why a datasource that is present could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The NoCloud seed string on the command line (`ds=nocloud;…`) is malformed.
+    #[error("kernel command line: {0}")]
+    Seed(#[source] MetadataError),
+    /// A seed disk or config drive could not be mounted.
+    #[error("mount {device}: {source}")]
+    Mount {
+        /// The device.
+        device: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The medium or service answered, but not with usable metadata.
+    #[error("{location}: {source}")]
+    Read {
+        /// The device, directory or URL.
+        location: String,
+        /// Why.
+        #[source]
+        source: MetadataError,
+    },
+    /// The service did not answer in time.
+    #[error("{source} (gave up after {attempts} attempts)")]
+    GaveUp {
+        /// The last failure.
+        #[source]
+        source: MetadataError,
+        /// How many tries.
+        attempts: u32,
+    },
+    /// `ds=nocloud-net;s=https://…`.
+    #[error("https seeds are not supported (no TLS in the guest)")]
+    Https,
+}
+
 /// A datasource that answered.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -146,7 +184,7 @@ pub fn detect_network(
     det
 }
 
-fn record(det: &mut Detection, ds: Datasource, result: Result<Option<Found>, String>) -> bool {
+fn record(det: &mut Detection, ds: Datasource, result: Result<Option<Found>, SourceError>) -> bool {
     match result {
         Ok(Some(found)) => {
             det.tried.push(format!("{ds}: found at {}", found.source));
@@ -171,7 +209,7 @@ fn with_retries<C: Crawler>(
     deadline: Duration,
     mut crawler: impl FnMut() -> C,
     base: &str,
-) -> Result<Found, String> {
+) -> Result<Found, SourceError> {
     let policy = Backoff {
         deadline,
         attempt_timeout: Duration::from_secs(5),
@@ -197,10 +235,18 @@ fn with_retries<C: Crawler>(
                     std::thread::sleep(d);
                 }
                 Retry::GiveUp => {
-                    return Err(format!("{e} (gave up after {} attempts)", state.attempts()));
+                    return Err(SourceError::GaveUp {
+                        source: e,
+                        attempts: state.attempts(),
+                    });
                 }
             },
-            Err(e) => return Err(e.to_string()),
+            Err(e) => {
+                return Err(SourceError::Read {
+                    location: base.to_owned(),
+                    source: e,
+                });
+            }
         }
     }
 }
@@ -236,8 +282,8 @@ fn nocloud_local(
     cmdline: &str,
     devices: &[Labelled],
     limits: &Limits,
-) -> Result<Option<Found>, String> {
-    let seed = NoCloudSeed::from_cmdline(cmdline).map_err(|e| e.to_string())?;
+) -> Result<Option<Found>, SourceError> {
+    let seed = NoCloudSeed::from_cmdline(cmdline).map_err(SourceError::Seed)?;
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(s) = &seed
         && s.mode == SeedMode::Local
@@ -256,7 +302,10 @@ fn nocloud_local(
         let md = read_tree(dir, |c| {
             NoCloudCrawler::new(Datasource::NoCloud, *limits, c)
         })
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+        .map_err(|source| SourceError::Read {
+            location: dir.display().to_string(),
+            source,
+        })?;
         return Ok(Some(Found {
             md: apply_seed(md),
             source: dir.display().to_string(),
@@ -265,12 +314,18 @@ fn nocloud_local(
     let mut last_error = None;
     for dev in blockdev::with_label(devices, &["cidata"]) {
         let attempt = Mounted::read_only(dev, Path::new("/run/virga/mnt/cidata"))
-            .map_err(|e| format!("mount {}: {e}", dev.device.display()))
+            .map_err(|source| SourceError::Mount {
+                device: dev.device.display().to_string(),
+                source,
+            })
             .and_then(|mnt| {
                 read_tree(&mnt.path, |c| {
                     NoCloudCrawler::new(Datasource::NoCloud, *limits, c)
                 })
-                .map_err(|e| format!("{} ({}): {e}", dev.device.display(), dev.fstype))
+                .map_err(|source| SourceError::Read {
+                    location: format!("{} ({})", dev.device.display(), dev.fstype),
+                    source,
+                })
             });
         match attempt {
             Ok(md) => {
@@ -293,15 +348,13 @@ fn nocloud_net(
     cmdline: &str,
     limits: &Limits,
     deadline: Duration,
-) -> Result<Option<Found>, String> {
-    let Some(seed) = NoCloudSeed::from_cmdline(cmdline).map_err(|e| e.to_string())? else {
+) -> Result<Option<Found>, SourceError> {
+    let Some(seed) = NoCloudSeed::from_cmdline(cmdline).map_err(SourceError::Seed)? else {
         return Ok(None);
     };
     let Some(url) = seed.seedfrom.clone().filter(|u| u.starts_with("http://")) else {
         return match seed.seedfrom {
-            Some(u) if u.starts_with("https://") => {
-                Err("https seeds are not supported (no TLS in the guest)".into())
-            }
+            Some(u) if u.starts_with("https://") => Err(SourceError::Https),
             _ => Ok(None),
         };
     };
@@ -314,21 +367,29 @@ fn nocloud_net(
     Ok(Some(found))
 }
 
-fn config_drive(devices: &[Labelled], limits: &Limits) -> Result<Option<Found>, String> {
+fn config_drive(devices: &[Labelled], limits: &Limits) -> Result<Option<Found>, SourceError> {
     let Some(dev) = blockdev::with_label(devices, &["config-2"])
         .into_iter()
         .next()
     else {
         return Ok(None);
     };
-    let mnt = Mounted::read_only(dev, Path::new("/run/virga/mnt/config-2"))
-        .map_err(|e| format!("mount {}: {e}", dev.device.display()))?;
+    let mnt = Mounted::read_only(dev, Path::new("/run/virga/mnt/config-2")).map_err(|source| {
+        SourceError::Mount {
+            device: dev.device.display().to_string(),
+            source,
+        }
+    })?;
     let config = OpenstackConfig {
         limits: *limits,
         ..OpenstackConfig::config_drive()
     };
-    let md = read_tree(&mnt.path, |_| OpenstackCrawler::new(config.clone()))
-        .map_err(|e| format!("{} ({}): {e}", dev.device.display(), dev.fstype))?;
+    let md = read_tree(&mnt.path, |_| OpenstackCrawler::new(config.clone())).map_err(|source| {
+        SourceError::Read {
+            location: format!("{} ({})", dev.device.display(), dev.fstype),
+            source,
+        }
+    })?;
     Ok(Some(Found {
         md,
         source: format!("{} ({} {})", dev.device.display(), dev.fstype, dev.label),

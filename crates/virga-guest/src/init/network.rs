@@ -15,16 +15,13 @@ use net_config::{
     StaticConfig, StaticInterface, StaticRoute,
 };
 
-use super::Ctx;
+use crate::ctx::Ctx;
 
 /// The renewal thread, kept for the release at shutdown.
 static RENEWAL: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<DhcpService>)>> =
     Mutex::new(None);
 /// DHCP leases for the status document (refreshed at boot).
 static LEASES: Mutex<Vec<net_config::LeaseStatus>> = Mutex::new(Vec::new());
-
-/// Default time to wait for a DHCP lease (`virga.dhcp_timeout=` overrides).
-const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The driver classes the network stage waits for: network drivers and the bus under them,
 /// when the PCI bus has a network controller.
@@ -38,7 +35,7 @@ pub fn drivers() -> Vec<super::modules::Class> {
 }
 
 /// Stage `network`.
-pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
+pub fn stage(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
     super::modules::wait_for(ctx, "network", &drivers(), Duration::from_secs(20));
     if !has_interfaces() {
         tracing::info!("network: no interfaces besides lo");
@@ -53,12 +50,7 @@ pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
             md.and_then(|m| m.local_hostname.clone()).is_some(),
         )
     };
-    let timeout = ctx
-        .cmd()
-        .get("virga.dhcp_timeout")
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(DHCP_TIMEOUT);
+    let timeout = ctx.params.dhcp_timeout();
     let mut dhcp: Option<Interfaces> = Some(Interfaces::All);
     if let Some(cfg) = network {
         if cfg.disabled {
