@@ -163,10 +163,14 @@ fn configdrive_with_static_network_data() {
     let mut o = instance(Datasource::ConfigDrive);
     o.hostname = "cd-box.example.org".into();
     // QEMU's default MAC; slirp's network is 10.0.2.0/24 with the gateway at .2.
+    // A VLAN on top, as OpenStack describes tagged networks: the image carries 8021q.
     o.network_config = Some(
-        br#"{"links":[{"id":"l0","type":"phy","ethernet_mac_address":"52:54:00:12:34:56","mtu":1400}],
+        br#"{"links":[{"id":"l0","type":"phy","ethernet_mac_address":"52:54:00:12:34:56","mtu":1400},
+                      {"id":"vlan42","name":"vlan42","type":"vlan","vlan_link":"l0","vlan_id":42,
+                       "vlan_mac_address":"52:54:00:12:34:57"}],
             "networks":[{"id":"n0","link":"l0","type":"ipv4","ip_address":"10.0.2.77","netmask":"255.255.255.0",
-                         "routes":[{"network":"0.0.0.0","netmask":"0.0.0.0","gateway":"10.0.2.2"}]}],
+                         "routes":[{"network":"0.0.0.0","netmask":"0.0.0.0","gateway":"10.0.2.2"}]},
+                        {"id":"n1","link":"vlan42","type":"ipv4","ip_address":"192.168.42.5","netmask":"255.255.255.0"}],
             "services":[{"type":"dns","address":"10.0.2.3"}]}"#
             .to_vec(),
     );
@@ -176,6 +180,11 @@ fn configdrive_with_static_network_data() {
     assert!(addrs.contains("10.0.2.77/24"), "{addrs}");
     assert!(g.sh1("cat /sys/class/net/eth0/mtu") == "1400");
     assert!(g.sh1("ip route").contains("default via 10.0.2.2"));
+    let vlan = g.sh1("ip -d -4 -o addr show dev vlan42; cat /proc/net/vlan/config");
+    assert!(
+        vlan.contains("192.168.42.5/24") && vlan.contains("vlan42") && vlan.contains("| 42"),
+        "{vlan}"
+    );
     let resolv = g.sh1("cat /etc/resolv.conf; ls -la /etc/resolv.conf; virga status");
     assert!(resolv.contains("nameserver 10.0.2.3"), "{resolv}");
     assert!(

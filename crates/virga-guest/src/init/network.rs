@@ -60,6 +60,19 @@ pub fn stage(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
         for w in &cfg.warnings {
             ctx.warn("network", w.clone());
         }
+        // VLANs and bonds need their kernel modules, which load in the background otherwise.
+        if cfg
+            .interfaces
+            .iter()
+            .any(|i| matches!(i.kind, CmKind::Vlan { .. } | CmKind::Bond { .. }))
+        {
+            super::modules::wait_for(
+                ctx,
+                "network",
+                &[super::modules::Class::NetStack],
+                Duration::from_secs(20),
+            );
+        }
         let st = to_static(&cfg, &mut |w| ctx.warn("network", w));
         let outcome = net_config::apply_static(&st)?;
         for (iface, e) in &outcome.errors {

@@ -39,6 +39,10 @@ pub enum Class {
     Input,
     /// Network drivers (`drivers/net`, `net/`).
     Net,
+    /// Virtual network interfaces and the protocols under them: VLAN (`net/8021q`, with
+    /// `net/802` and `net/llc`), bonding (`drivers/net/bonding`, with `net/tls`). Waited for only
+    /// when the network configuration asks for a VLAN or a bond.
+    NetStack,
     /// Disk and CD-ROM controllers and their upper layers (`drivers/{ata,scsi,block,nvme,cdrom}`).
     Storage,
     /// Hardware random number generators (`drivers/char/hw_random`).
@@ -58,6 +62,14 @@ impl Class {
         let under = |dirs: &[&str]| dirs.iter().any(|d| rel.starts_with(d));
         if under(&["drivers/acpi/"]) {
             Class::Acpi
+        } else if under(&[
+            "net/8021q/",
+            "net/802/",
+            "net/llc/",
+            "net/tls/",
+            "drivers/net/bonding/",
+        ]) {
+            Class::NetStack
         } else if under(&["drivers/input/"]) {
             Class::Input
         } else if under(&["drivers/net/", "net/"]) {

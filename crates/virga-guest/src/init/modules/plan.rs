@@ -283,6 +283,9 @@ mod tests {
             ("drivers/virtio/virtio_pci.ko", Class::Bus),
             ("fs/isofs/isofs.ko", Class::Fs),
             ("drivers/char/virtio_console.ko", Class::Other),
+            ("net/8021q/8021q.ko", Class::NetStack),
+            ("net/802/garp.ko", Class::NetStack),
+            ("drivers/net/bonding/bonding.ko", Class::NetStack),
         ] {
             assert_eq!(Class::of(&format!("{K}/{path}")), class, "{path}");
         }
