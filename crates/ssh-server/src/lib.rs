@@ -8,7 +8,7 @@
 //!
 //! Built on [russh](https://docs.rs/russh) (protocol, crypto via `ring`). What this crate adds:
 //! the policy (public keys only, `authorized_keys` with forced commands, per-source failure rate
-//! limit, connection and session limits, login grace), the sessions (PTY, login shell, exec with
+//! limit, per-source and global `MaxStartups`, connection and session limits, login grace), the sessions (PTY, login shell, exec with
 //! exit status and signals, environment allow-list, window changes, privilege drop to the
 //! user), host key management, and an SFTP v3 server run as the user.
 //!
@@ -24,6 +24,7 @@ pub mod ratelimit;
 mod server;
 mod session;
 pub mod sftp;
+pub mod startups;
 mod sys;
 pub mod users;
 
@@ -37,6 +38,7 @@ pub use hostkeys::{
 };
 pub use ratelimit::AuthRateLimit;
 pub use server::{KEY_ALGORITHMS, Server};
+pub use startups::MaxStartups;
 pub use users::User;
 
 /// What can stop the SSH server from starting or the SFTP helper from serving. Problems of

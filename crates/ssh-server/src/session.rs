@@ -25,7 +25,7 @@ use crate::authorized_keys::{self, AuthorizedKey, KeyOptions};
 use crate::config::SftpSubsystem;
 use crate::process::{self, Exit, Program, SpawnRequest};
 use crate::pty::{self, PtyPair, WindowSize};
-use crate::server::{InputGate, Shared, Slot};
+use crate::server::{InputGate, Shared, StartupSlot};
 use crate::users::{self, User};
 
 /// Output is read from children in chunks of this size (the SSH packet size).
@@ -88,8 +88,8 @@ pub(crate) struct ConnHandler {
     local: Option<SocketAddr>,
     authenticated: Arc<AtomicBool>,
     gate: Arc<InputGate>,
-    /// Held until authentication succeeds (counts towards `max_unauthenticated`).
-    unauth_slot: Option<Slot>,
+    /// Held until authentication succeeds (counts towards MaxStartups).
+    unauth_slot: Option<StartupSlot>,
     failures: usize,
     authed: Option<Authed>,
     channels: HashMap<ChannelId, ChannelState>,
@@ -102,7 +102,7 @@ impl ConnHandler {
         local: Option<SocketAddr>,
         authenticated: Arc<AtomicBool>,
         gate: Arc<InputGate>,
-        unauth_slot: Slot,
+        unauth_slot: StartupSlot,
     ) -> ConnHandler {
         ConnHandler {
             shared,
@@ -120,10 +120,7 @@ impl ConnHandler {
     /// Counts a failed attempt; `Err` disconnects when a limit is reached.
     fn failed(&mut self, user: &str, method: &str, why: &str) -> Result<Auth, russh::Error> {
         self.failures += 1;
-        let may_go_on = match self.shared.limiter.lock() {
-            Ok(mut l) => l.record_failure(self.peer.ip(), self.shared.now_ms()),
-            Err(_) => true,
-        };
+        let may_go_on = self.shared.record_failure(self.peer.ip());
         // `?user`: the name comes from the network; Debug escapes control characters.
         tracing::warn!(peer = %self.peer, user = ?user, method, "authentication refused: {why}");
         if !may_go_on {

@@ -1170,3 +1170,114 @@ fn a_missing_shell_fails_the_request_not_the_server() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(std::fs::read(dir.path().join("g")).unwrap(), b"data");
 }
+
+/// Waits (bounded) until the server log contains `needle`.
+fn wait_for_log(s: &TestServer, needle: &str, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if s.log().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A TCP connection to `to` from the local address `from` (any of 127/8 is loopback).
+fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&fd, &SocketAddr::from((from, 0))).unwrap();
+    rustix::net::connect(&fd, &to).unwrap();
+    TcpStream::from(fd)
+}
+
+/// Whether the server has closed `c` (EOF), without waiting.
+fn closed_by_server(c: &TcpStream) -> bool {
+    let mut reader = c;
+    c.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    let closed = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    c.set_nonblocking(false).unwrap();
+    closed
+}
+
+#[test]
+fn one_source_holding_100_idle_connections_does_not_lock_out_another() {
+    let dir = tempdir();
+    let key = keygen(dir.path(), "ed25519", None);
+    // Default limits: MaxStartups 10:30:100 per source under a global 128:30:192.
+    let s = TestServer::start(dir.path(), &[public(&key)], &[]);
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let idle: Vec<TcpStream> = (0..100).map(|_| connect_from(attacker, s.addr)).collect();
+    // Let the server accept (or refuse) all of them (before the fix, nothing was logged: the
+    // wait runs out and the login below fails).
+    let refused_logged = wait_for_log(&s, "MaxStartups per source", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let start = Instant::now();
+    let out = s.ssh(&key, "root", &[], "echo in from 127.0.0.1", b"");
+    assert_eq!(
+        text(&out.stdout),
+        "in from 127.0.0.1\n",
+        "after {:?}: {}",
+        start.elapsed(),
+        text(&out.stderr)
+    );
+    assert!(refused_logged, "{}", s.log());
+    let closed = idle.iter().filter(|c| closed_by_server(c)).count();
+    assert!(closed > 0, "some of the 100 must have been dropped");
+    assert!(
+        100 - closed >= 10,
+        "the first 10 are always admitted ({closed} closed)"
+    );
+    drop(idle);
+}
+
+#[test]
+fn login_grace_expiry_counts_as_a_failure_for_its_source() {
+    let dir = tempdir();
+    let key = keygen(dir.path(), "ed25519", None);
+    let s = TestServer::start(
+        dir.path(),
+        &[public(&key)],
+        &[
+            "--login-grace",
+            "1",
+            "--rate-burst",
+            "3",
+            "--rate-per-minute",
+            "1",
+        ],
+    );
+    let slow = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| connect_from(slow, s.addr)).collect();
+    for c in &mut idle {
+        let (_, closed) = read_until_closed(c, Duration::from_secs(10));
+        assert!(closed.is_some(), "grace time must cut idle connections");
+    }
+    // Three expiries used up the source's budget: its next connection is refused at once.
+    let mut next = connect_from(slow, s.addr);
+    let (got, closed) = read_until_closed(&mut next, Duration::from_secs(5));
+    assert!(
+        closed.is_some() && got.is_empty(),
+        "a source that let its grace time run out 3 times must be refused: {:?}",
+        text(&got)
+    );
+    assert!(
+        s.log()
+            .contains("too many authentication failures from this source"),
+        "{}",
+        s.log()
+    );
+    // Other sources are not affected.
+    let out = s.ssh(&key, "root", &[], "echo in", b"");
+    assert_eq!(text(&out.stdout), "in\n", "{}", text(&out.stderr));
+}
