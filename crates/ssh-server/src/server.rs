@@ -1,6 +1,7 @@
 //! Listening sockets, connection admission (connection limit, per-source failure rate limit,
 //! MaxStartups per source and overall, login grace) and the per-connection input gate. One
-//! tokio current-thread runtime runs everything.
+//! tokio current-thread runtime runs everything; blocking work on users' files runs on
+//! throwaway threads (see the `account` module).
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::SshError;
+use crate::account::InFlight;
 use crate::config::SshConfig;
 use crate::hostkeys::{HostKeyInfo, HostKeys, ensure_host_keys};
 use crate::ratelimit::RateLimiter;
@@ -32,6 +34,8 @@ pub(crate) struct Shared {
     pub active: Arc<AtomicUsize>,
     /// Unauthenticated connections, per source and overall.
     pub startups: Mutex<Startups>,
+    /// Account loads (passwd, shell, authorized_keys) not finished yet.
+    pub accounts: Arc<InFlight>,
     /// Refusals at `accept` are logged at most once a second (a flood must not turn into a
     /// flood of console lines on the runtime thread).
     refusal_log: Mutex<LogThrottle>,
@@ -329,6 +333,7 @@ impl Server {
                 config.limits.max_startups_per_source,
                 config.limits.max_startups,
             )),
+            accounts: Arc::new(InFlight::default()),
             refusal_log: Mutex::new(LogThrottle::default()),
             config,
         });

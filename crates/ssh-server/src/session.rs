@@ -2,6 +2,9 @@
 //! signals, window changes, SFTP), each channel's child process and the tasks that move bytes
 //! between it and the client.
 //!
+//! Authentication never touches users' files here: the account (passwd entry, shell check,
+//! `authorized_keys`) is loaded by the `account` module, as the user, off the runtime.
+//!
 //! Teardown: every channel owns a `watch` sender that is dropped when the channel closes or the
 //! connection ends; its tasks see that, send `SIGHUP` to the child's process group (every child
 //! leads its own session), `SIGKILL` after a grace period, and reap the child.
@@ -21,12 +24,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, watch};
 
+use crate::account::{self, LoadRequest};
 use crate::authorized_keys::{self, AuthorizedKey, KeyOptions};
 use crate::config::SftpSubsystem;
 use crate::process::{self, Exit, Program, SpawnRequest};
 use crate::pty::{self, PtyPair, WindowSize};
 use crate::server::{InputGate, Shared, StartupSlot};
-use crate::users::{self, User};
+use crate::users::User;
 
 /// Output is read from children in chunks of this size (the SSH packet size).
 const CHUNK: usize = 32 * 1024;
@@ -135,28 +139,9 @@ impl ConnHandler {
         Ok(Auth::reject())
     }
 
-    /// Finds `key` among the user's authorized keys (files re-read now, then the provider).
-    fn find_key(&self, user: &User, key: &PublicKey) -> Option<AuthorizedKey> {
-        let cfg = &self.shared.config;
-        for template in &cfg.authorized_keys_files {
-            let path = authorized_keys::expand_path(template, user);
-            if let Some(k) = authorized_keys::load_file(&path, user)
-                .into_iter()
-                .find(|k| k.matches(key))
-            {
-                return Some(k);
-            }
-        }
-        if let Some(provider) = &cfg.authorized_keys_provider {
-            let text = provider(user);
-            return authorized_keys::keys_from_text(&text, "provider")
-                .into_iter()
-                .find(|k| k.matches(key));
-        }
-        None
-    }
-
-    fn check(
+    /// Checks the offered key and algorithm, then loads the account (off the runtime, as the
+    /// user: see the `account` module) and finds the key in its files or the provider.
+    async fn check(
         &self,
         user: &str,
         key: &PublicKey,
@@ -176,11 +161,24 @@ impl ConnHandler {
         }
         authorized_keys::check_key(key.key_data()).map_err(|e| e.to_string())?;
         let cfg = &self.shared.config;
-        let Some(u) = users::lookup(&cfg.passwd_path, &cfg.group_path, user) else {
-            return Err("unknown user".into());
+        let req = LoadRequest {
+            name: user.to_string(),
+            passwd_path: cfg.passwd_path.clone(),
+            group_path: cfg.group_path.clone(),
+            shell_override: cfg.shell_override.clone(),
+            authorized_keys_files: cfg.authorized_keys_files.clone(),
         };
-        match self.find_key(&u, key) {
-            Some(k) => Ok((u, k)),
+        let acct = account::load(req, &self.shared.accounts)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let found = acct.keys.into_iter().find(|k| k.matches(key)).or_else(|| {
+            let provider = cfg.authorized_keys_provider.as_ref()?;
+            authorized_keys::keys_from_text(&provider(&acct.user), "provider")
+                .into_iter()
+                .find(|k| k.matches(key))
+        });
+        match found {
+            Some(k) => Ok((acct.user, k)),
             None => Err(format!(
                 "key {} not authorized",
                 key.fingerprint(HashAlg::Sha256)
@@ -257,10 +255,7 @@ impl ConnHandler {
                 (_, other) => return Err(format!("subsystem {other:?} not available")),
             },
         };
-        let shell = cfg
-            .shell_override
-            .clone()
-            .unwrap_or_else(|| auth.user.shell.clone());
+        let shell = account::session_shell(&auth.user, cfg.shell_override.as_deref());
         let mut master = None;
         let tty = state.pty.take().map(|p| {
             master = Some(p.pair.master);
@@ -374,7 +369,7 @@ impl russh::server::Handler for ConnHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        match self.check(user, offer.public_key, offer.algorithm) {
+        match self.check(user, offer.public_key, offer.algorithm).await {
             Ok(_) => Ok(Auth::Accept),
             Err(why) => self.failed(user, "publickey", &why),
         }
@@ -385,7 +380,7 @@ impl russh::server::Handler for ConnHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        match self.check(user, key.public_key, key.algorithm) {
+        match self.check(user, key.public_key, key.algorithm).await {
             Ok((u, k)) => {
                 tracing::info!(peer = %self.peer, user = %u.name, algorithm = key.algorithm.as_str(),
                     fingerprint = %key.public_key.fingerprint(HashAlg::Sha256),
