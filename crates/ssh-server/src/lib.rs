@@ -9,9 +9,9 @@
 //! Built on [russh](https://docs.rs/russh) (protocol, crypto via `ring`). What this crate adds:
 //! the policy (public keys only, `authorized_keys` with forced commands read as the user off the
 //! runtime, no logins for `nologin` shells, per-source failure rate limit, per-source and global
-//! `MaxStartups`, connection and session limits, login grace), the sessions (PTY, login shell, exec with
-//! exit status and signals, environment allow-list, window changes, privilege drop to the
-//! user), host key management, and an SFTP v3 server run as the user.
+//! `MaxStartups`, connection and session limits, login grace), the sessions (PTY, login shell,
+//! exec with exit status and signals through pidfds, environment allow-list, window changes,
+//! privilege drop to the user), host key management, and an SFTP v3 server run as the user.
 //!
 //! Parsers of untrusted input ([`authorized_keys`], [`users`], [`sftp::parse_request`]) are
 //! total, bounded and fuzzed. Reference: `docs/ssh.md`.

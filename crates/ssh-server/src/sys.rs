@@ -6,9 +6,9 @@
 //! `exec`, where only async-signal-safe operations are allowed. The closure here makes plain
 //! system calls through rustix (no libc locks, no allocation): new session, controlling
 //! terminal, supplementary groups, gid, uid — in that order, since after `setuid` the others
-//! would be refused. Also the registration of a pty master with tokio's reactor, which tokio
-//! marks unsafe (I/O safety). rustix's `set_thread_*` calls are the raw per-thread syscalls; right after
-//! `fork` the child has a single thread, so they change the whole process.
+//! would be refused. rustix's `set_thread_*` calls are the raw per-thread syscalls; right after
+//! `fork` the child has a single thread, so they change the whole process. Registering a
+//! descriptor with tokio's reactor is marked unsafe by tokio (I/O safety).
 //!
 //! Reading a user's files as that user (their `authorized_keys`, the check of their shell) must
 //! not change the credentials of the runtime thread or of any other thread: on Linux, the raw
@@ -20,9 +20,14 @@
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
+use std::ffi::CString;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use rustix::process::{Gid, Uid};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// Who the child runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +41,20 @@ pub struct Credentials {
 }
 
 /// Makes the child a session leader (so signals and hangups reach its whole job tree), gives it
-/// `ctty` as controlling terminal when there is one, and switches to `creds` when the server
-/// runs as root. When the server is not root and `creds` name another user, `exec` fails with
-/// `EPERM` rather than silently running as the server's user.
-pub fn prepare_child(cmd: &mut tokio::process::Command, creds: Credentials, ctty: Option<OwnedFd>) {
+/// `ctty` as controlling terminal when there is one, switches to `creds` when the server runs
+/// as root, then enters `home` (as the user, like OpenSSH; `/` when that fails). When the
+/// server is not root and `creds` name another user, `exec` fails with `EPERM` rather than
+/// silently running as the server's user.
+pub fn prepare_child(
+    cmd: &mut std::process::Command,
+    creds: Credentials,
+    ctty: Option<OwnedFd>,
+    home: &Path,
+) {
+    use std::os::unix::process::CommandExt;
+    // Built before the fork: the hook must not allocate. A home with a NUL byte cannot be
+    // entered; `/` is used.
+    let home = CString::new(home.as_os_str().as_bytes()).unwrap_or_else(|_| c"/".into());
     let groups: Vec<Gid> = creds.groups.iter().map(|&g| Gid::from_raw(g)).collect();
     let uid = Uid::from_raw(creds.uid);
     let gid = Gid::from_raw(creds.gid);
@@ -54,24 +69,36 @@ pub fn prepare_child(cmd: &mut tokio::process::Command, creds: Credentials, ctty
             rustix::thread::set_thread_gid(gid)?;
             rustix::thread::set_thread_uid(uid)?;
         }
+        if rustix::process::chdir(home.as_c_str()).is_err() {
+            rustix::process::chdir(c"/")?;
+        }
         Ok(())
     };
     // SAFETY: `hook` runs in the child between fork and exec. It only issues raw system calls
-    // (setsid, ioctl(TIOCSCTTY), setgroups, setgid, setuid) via rustix, which are
-    // async-signal-safe; it allocates nothing (the group list was built before the fork) and
-    // touches no locks or state shared with other threads of the parent.
+    // (setsid, ioctl(TIOCSCTTY), setgroups, setgid, setuid, chdir) via rustix, which are
+    // async-signal-safe; it allocates nothing (the group list and the home path were built
+    // before the fork) and touches no locks or state shared with other threads of the parent.
     unsafe {
         cmd.pre_exec(hook);
     }
 }
 
-/// Registers a non-blocking descriptor with the runtime's reactor.
-pub fn register_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    // SAFETY: `register` requires that the descriptor stays open and the same while the
-    // `AsyncFd` owns it. An `OwnedFd` is closed only when dropped (which happens when the
-    // `AsyncFd` is dropped), and its `as_raw_fd` always returns the same number; this crate
-    // never calls `get_mut` to replace it.
-    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)
+/// Registers a non-blocking descriptor with the runtime's reactor, for reading and writing.
+pub fn register_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    register_fd_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
+}
+
+/// Registers a descriptor with the runtime's reactor for `interest` only (a pidfd is only
+/// ever readable: when its process has exited).
+pub fn register_fd_with_interest(
+    fd: OwnedFd,
+    interest: Interest,
+) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: `register_with_interest` requires that the descriptor stays open and the same
+    // while the `AsyncFd` owns it. An `OwnedFd` is closed only when dropped (which happens
+    // when the `AsyncFd` is dropped), and its `as_raw_fd` always returns the same number; this
+    // crate never calls `get_mut` to replace it.
+    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(std::io::Error::from)
 }
 
 thread_local! {

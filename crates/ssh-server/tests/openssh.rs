@@ -1624,3 +1624,130 @@ fn login_grace_expiry_counts_as_a_failure_for_its_source() {
     let out = s.ssh(&key, "root", &[], "echo in", b"");
     assert_eq!(text(&out.stdout), "in\n", "{}", text(&out.stderr));
 }
+
+/// Starts `sleep 60` as a process-group leader that has pid `want`, by setting the kernel's
+/// last allocated pid (root). Other processes on the machine take pids too: retried.
+fn spawn_with_pid(want: u32) -> Child {
+    use std::os::unix::process::CommandExt;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (want - 1).to_string())
+            .expect("cannot set ns_last_pid (needs root)");
+        let mut child = Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        if child.id() == want {
+            return child;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("could not start a process with pid {want}");
+}
+
+struct AcceptAnyHostKey;
+
+impl russh::client::Handler for AcceptAnyHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+#[test]
+fn a_signal_after_the_child_was_reaped_reaches_no_other_process() {
+    let dir = tempdir();
+    let key = keygen(dir.path(), "ed25519", None);
+    let s = TestServer::start(dir.path(), &[public(&key)], &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = std::sync::Arc::new(russh::client::Config::default());
+        let mut session = russh::client::connect(config, s.addr, AcceptAnyHostKey)
+            .await
+            .unwrap();
+        let secret = russh::keys::load_secret_key(&key, None).unwrap();
+        let auth = session
+            .authenticate_publickey(
+                "root",
+                russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(secret), None),
+            )
+            .await
+            .unwrap();
+        assert!(auth.success());
+        let mut ch = session.channel_open_session().await.unwrap();
+        // On a terminal, the server forwards output for up to 2 s after the session's process
+        // exits: the channel stays open while the leader is already reaped. The ticker, in a
+        // session of its own (so nothing uses the leader's pid as a group id any more), keeps
+        // the terminal busy.
+        ch.request_pty(false, "dumb", 80, 24, 0, 0, &[])
+            .await
+            .unwrap();
+        ch.exec(
+            true,
+            "echo leader=$$; setsid sh -c 'i=0; while [ $i -lt 60 ]; do echo tick; \
+             sleep 0.05; i=$((i+1)); done' & sleep 0.2; exit 0",
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        let leader: u32 = loop {
+            match tokio::time::timeout(DEADLINE, ch.wait()).await {
+                Ok(Some(russh::ChannelMsg::Data { data })) => {
+                    out.push_str(&String::from_utf8_lossy(&data));
+                    if let Some(rest) = out.split("leader=").nth(1)
+                        && let Some(pid) = rest.split(['\r', '\n']).next()
+                        && rest.contains('\n')
+                    {
+                        break pid.trim().parse().unwrap();
+                    }
+                }
+                Ok(Some(_)) => {}
+                other => panic!("no leader pid: {other:?} {out:?}"),
+            }
+        };
+        // The server reaps the leader: its /proc entry (a zombie's too) goes away.
+        let start = Instant::now();
+        while Path::new(&format!("/proc/{leader}")).exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "leader {leader} not reaped"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // An unrelated process-group leader now has that pid.
+        let mut victim = spawn_with_pid(leader);
+        ch.signal(russh::Sig::KILL).await.unwrap();
+        // The request is handled (logged as not delivered: the pidfd's process is gone) while
+        // the channel is still open; the unrelated process lives on. (The client's connection
+        // runs on this runtime: wait here, not outside.)
+        let start = Instant::now();
+        while !s.log().contains("signal not delivered") && start.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let alive = victim.try_wait().unwrap().is_none();
+        let _ = victim.kill();
+        let _ = victim.wait();
+        assert!(
+            alive,
+            "the SIGKILL meant for reaped pid {leader} killed another process"
+        );
+        assert!(
+            s.log().contains("signal not delivered"),
+            "the signal request was not handled: {}",
+            s.log()
+        );
+        let _ = ch.close().await;
+        drop(session);
+    });
+}
