@@ -424,6 +424,7 @@ pub fn async_fd(fd: OwnedFd, interest: Interest) -> std::io::Result<AsyncFd<Owne
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "tests set up files directly")]
 mod tests {
     use super::*;
 

@@ -165,6 +165,7 @@ pub fn assume_fs_identity(creds: &Credentials) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "tests set up files directly")]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
