@@ -576,6 +576,14 @@ mod tests {
     }
 
     #[test]
+    fn key_count_is_capped() {
+        let text = format!("{}\n", ed_line()).repeat(MAX_KEYS + 50);
+        let parsed = parse_text(&text);
+        assert_eq!(parsed.keys.len(), MAX_KEYS);
+        assert!(parsed.errors.is_empty());
+    }
+
+    #[test]
     fn expands_templates() {
         let u = User {
             name: "cirros".into(),
@@ -609,6 +617,24 @@ mod tests {
         #[test]
         fn parser_is_total(s in "\\PC{0,400}") {
             let _ = parse_line(&s);
+        }
+
+        /// Whole files: never more than MAX_KEYS keys, one result per line at most, and every
+        /// error names a line that exists.
+        #[test]
+        fn files_are_bounded(lines in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(ed_line()),
+                "\\PC{0,80}",
+                "(no-pty|restrict|command=\"[a-z ]{0,8}\")(,no-pty){0,2} ssh-ed25519 [A-Za-z0-9+/=]{0,80}",
+            ],
+            0..40,
+        )) {
+            let text = lines.join("\n");
+            let parsed = parse_text(&text);
+            let n = text.split('\n').count();
+            proptest::prop_assert!(parsed.keys.len() + parsed.errors.len() <= n);
+            proptest::prop_assert!(parsed.errors.iter().all(|(l, _)| *l >= 1 && *l <= n));
         }
 
         #[test]

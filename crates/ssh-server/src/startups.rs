@@ -255,6 +255,15 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The CLI parser is total, and what it accepts prints back the same.
+        #[test]
+        fn parsing_is_total_and_round_trips(s in "[0-9:]{0,12}|\\PC{0,16}") {
+            if let Ok(m) = s.parse::<MaxStartups>() {
+                proptest::prop_assert!(m.start <= m.full && m.rate <= 100);
+                proptest::prop_assert_eq!(m.to_string().parse::<MaxStartups>(), Ok(m));
+            }
+        }
+
         #[test]
         fn counts_stay_consistent(ops in proptest::collection::vec((0u8..6, proptest::prelude::any::<bool>(), 0u32..100, 0u32..100), 0..300)) {
             let mut s = Startups::new("3:30:8".parse().unwrap(), "10:30:20".parse().unwrap());
