@@ -35,10 +35,11 @@ pub mod sshkey;
 pub mod user_data;
 pub mod value;
 pub mod write_files;
+mod yaml_sys;
 
 pub use cloud_config::CloudConfig;
 pub use error::MetadataError;
-pub use limits::Limits;
+pub use limits::{Limits, MEMORY_BUDGET};
 pub use model::{Datasource, InjectedFile, InstanceMetadata, QUERY_KEYS, QueryValue};
 pub use network::NetworkConfig;
 pub use user_data::{UserData, parse_user_data};

@@ -308,18 +308,86 @@ impl QueryValue<'_> {
 pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Lenient base64 decoding (whitespace removed, padding optional), as Python's `b64decode`.
+/// Whitespace is skipped in 64 KiB chunks, so the only large allocation is the output.
 pub(crate) fn decode_base64(what: &str, text: &[u8]) -> Result<Vec<u8>, MetadataError> {
-    let clean: Vec<u8> = text
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT
-        .decode(&clean)
-        .map_err(|source| MetadataError::Base64 {
-            what: what.to_owned(),
-            source,
-        })
+    const CHUNK: usize = 64 * 1024;
+    let engine = base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT;
+    let err = |source| MetadataError::Base64 {
+        what: what.to_owned(),
+        source,
+    };
+    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 3);
+    let mut chunk = Vec::with_capacity(CHUNK.min(text.len()));
+    for &b in text {
+        if b.is_ascii_whitespace() {
+            continue;
+        }
+        chunk.push(b);
+        if chunk.len() == CHUNK {
+            engine.decode_vec(&chunk, &mut out).map_err(err)?;
+            chunk.clear();
+        }
+    }
+    engine.decode_vec(&chunk, &mut out).map_err(err)?;
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+/// Output a gzip stream may produce whatever its ratio (small inputs legitimately compress
+/// well past any ratio).
+pub(crate) const GZIP_RATIO_FLOOR: usize = 1 << 20;
+
+/// Decompresses gzip (concatenated members allowed) while streaming, refusing as soon as the
+/// output passes `cap` bytes or `max(ratio × input, 1 MiB)`. The output buffer grows by
+/// doubling up to that bound and never past it, and starts at the size the gzip trailer
+/// announces when that is within bounds, so an honest stream is one allocation.
+pub(crate) fn gunzip_bounded(
+    data: &[u8],
+    what: &'static str,
+    cap: usize,
+    ratio: usize,
+) -> Result<Vec<u8>, MetadataError> {
+    use std::io::Read as _;
+    let ratio_cap = data.len().saturating_mul(ratio).max(GZIP_RATIO_FLOOR);
+    let limit = cap.min(ratio_cap);
+    let hint = data
+        .len()
+        .checked_sub(4)
+        .and_then(|i| data.get(i..))
+        .and_then(|t| <[u8; 4]>::try_from(t).ok())
+        .map_or(0, |t| u32::from_le_bytes(t) as usize);
+    let mut out: Vec<u8> = Vec::with_capacity(if hint <= limit { hint } else { 0 });
+    let mut decoder = flate2::read::MultiGzDecoder::new(data);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = decoder
+            .read(&mut buf)
+            .map_err(|source| MetadataError::Gzip { what, source })?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let size = out.len() + n;
+        if size > limit {
+            return Err(if limit < cap {
+                MetadataError::CompressionRatio {
+                    what,
+                    input: data.len(),
+                    ratio,
+                }
+            } else {
+                MetadataError::TooLarge {
+                    what,
+                    size,
+                    limit: cap,
+                }
+            });
+        }
+        if out.capacity() < size {
+            let want = (out.capacity() * 2).clamp(64 * 1024, limit).max(size);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
 }
 
 pub(crate) fn truncate_at_char(s: &str, max: usize) -> &str {

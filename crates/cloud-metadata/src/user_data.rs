@@ -17,12 +17,10 @@
 //! Nothing is executed or fetched here: `#include` parts carry their URLs
 //! ([`Part::include_urls`]) for the driver to fetch and feed back through [`parse_user_data`].
 
-use std::io::Read as _;
-
 use serde::{Deserialize, Serialize};
 
-use crate::model::decode_base64;
-use crate::value::{Node, parse_yaml_capped};
+use crate::model::{decode_base64, gunzip_bounded};
+use crate::value::{Node, parse_yaml_capped, yaml_top_level_scalar};
 use crate::{Limits, MetadataError};
 
 /// The kind of one user-data part.
@@ -214,10 +212,12 @@ pub fn parse_user_data(input: &[u8], limits: &Limits) -> Result<UserData, Metada
         decoded_left: limits.max_decoded_bytes,
         out: UserData::default(),
     };
-    let data = if is_gzip(input) {
-        ctx.gunzip(input)?
+    // Borrowed unless decompressed: a MIME message is split in place, only a single part is
+    // copied (it becomes the part's content).
+    let data: std::borrow::Cow<'_, [u8]> = if is_gzip(input) {
+        ctx.gunzip(input)?.into()
     } else {
-        input.to_vec()
+        input.into()
     };
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(ctx.out);
@@ -226,7 +226,7 @@ pub fn parse_user_data(input: &[u8], limits: &Limits) -> Result<UserData, Metada
         let msg = mime::Message::parse(&data);
         ctx.message(&msg, 0)?;
     } else {
-        ctx.part(data, "", None, None, 0)?;
+        ctx.part(data.into_owned(), "", None, None, 0)?;
     }
     Ok(ctx.out)
 }
@@ -249,22 +249,20 @@ struct Ctx<'l> {
 
 impl Ctx<'_> {
     fn gunzip(&mut self, data: &[u8]) -> Result<Vec<u8>, MetadataError> {
-        let mut out = Vec::new();
-        let cap = self.decoded_left;
-        flate2::read::MultiGzDecoder::new(data)
-            .take(cap as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|source| MetadataError::Gzip {
-                what: "user-data",
-                source,
-            })?;
-        if out.len() > cap {
-            return Err(MetadataError::TooLarge {
+        let out = gunzip_bounded(
+            data,
+            "user-data",
+            self.decoded_left,
+            self.limits.max_decompression_ratio,
+        )
+        .map_err(|e| match e {
+            MetadataError::TooLarge { size, .. } => MetadataError::TooLarge {
                 what: "decompressed user-data",
-                size: out.len(),
+                size,
                 limit: self.limits.max_decoded_bytes,
-            });
-        }
+            },
+            other => other,
+        })?;
         self.decoded_left -= out.len();
         Ok(out)
     }
@@ -295,7 +293,8 @@ impl Ctx<'_> {
                     reason: format!("{ct} without a boundary"),
                 });
             };
-            let split = mime::split_multipart(msg.body, &boundary)?;
+            let split =
+                mime::split_multipart(msg.body, &boundary, self.limits.max_user_data_parts)?;
             if !split.closed {
                 self.out
                     .warnings
@@ -342,7 +341,11 @@ impl Ctx<'_> {
                     data = d;
                     ct.clear();
                 }
-                Err(e @ MetadataError::TooLarge { .. }) => return Err(e),
+                Err(
+                    e @ (MetadataError::TooLarge { .. } | MetadataError::CompressionRatio { .. }),
+                ) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     self.out.warnings.push(format!("{e}; part skipped"));
                     return Ok(());
@@ -383,14 +386,9 @@ impl Ctx<'_> {
             _ => {}
         }
         if kind == PartKind::CloudConfig && launch_index.is_none() {
-            launch_index = parse_yaml_capped(
-                &data,
-                "cloud-config",
-                self.limits,
-                self.limits.max_user_data_bytes,
-            )
-            .ok()
-            .and_then(|n| n.get("launch-index").and_then(Node::as_u64_loose));
+            // Streamed, no tree: classifying a part must not cost what parsing it does.
+            launch_index = yaml_top_level_scalar(&data, "launch-index", self.limits)
+                .and_then(|v| v.trim().parse().ok());
         }
         self.out.parts.push(Part {
             kind,
@@ -627,9 +625,12 @@ mod mime {
 
     /// Splits a multipart body at `--boundary` lines. The line break before a delimiter
     /// belongs to the delimiter; the preamble and epilogue are dropped.
+    /// More than `max_parts` bodies is refused as soon as the next delimiter is seen, so a
+    /// message with millions of parts costs one scan of the first few.
     pub(super) fn split_multipart<'a>(
         body: &'a [u8],
         boundary: &str,
+        max_parts: usize,
     ) -> Result<Split<'a>, MetadataError> {
         if boundary.is_empty() || boundary.len() > 200 {
             return Err(MetadataError::Mime {
@@ -663,6 +664,11 @@ mod mime {
                                 e -= 1;
                             }
                         }
+                        if parts.len() >= max_parts {
+                            return Err(MetadataError::Mime {
+                                reason: format!("more than {max_parts} parts"),
+                            });
+                        }
                         parts.push(&body[s..e.max(s)]);
                     }
                     if is_close {
@@ -680,6 +686,11 @@ mod mime {
             });
         }
         if let Some(s) = start {
+            if parts.len() >= max_parts {
+                return Err(MetadataError::Mime {
+                    reason: format!("more than {max_parts} parts"),
+                });
+            }
             parts.push(&body[s.min(body.len())..]);
         }
         Ok(Split { parts, closed })
