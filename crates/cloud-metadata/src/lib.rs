@@ -24,12 +24,14 @@ pub mod cloud_config;
 pub mod ec2;
 mod error;
 pub mod frequency;
+pub mod hostname;
 pub mod http;
 mod limits;
 mod model;
 pub mod network;
 pub mod nocloud;
 pub mod openstack;
+pub mod platform;
 pub mod retry;
 pub mod sshkey;
 pub mod user_data;
@@ -40,6 +42,9 @@ mod yaml_sys;
 pub use cloud_config::CloudConfig;
 pub use error::MetadataError;
 pub use limits::{Limits, MEMORY_BUDGET};
-pub use model::{Datasource, InjectedFile, InstanceMetadata, QUERY_KEYS, QueryValue};
+pub use model::{
+    Datasource, InjectedFile, InstanceMetadata, Problem, QUERY_KEYS, QueryValue,
+    fallback_instance_id,
+};
 pub use network::NetworkConfig;
 pub use user_data::{UserData, parse_user_data};

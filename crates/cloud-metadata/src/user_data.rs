@@ -169,15 +169,143 @@ pub struct Part {
 }
 
 impl Part {
-    /// For `#include`/`#include-once` parts: the URLs, one per non-comment line.
-    pub fn include_urls(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.content)
+    /// For `#include`/`#include-once` parts: the URLs to fetch, one per line (blank lines and
+    /// `#` comments skipped), each checked by [`parse_include_url`]: `http`/`https` only, a
+    /// valid host, no credentials, no whitespace or control characters, at most 2048 bytes.
+    /// At most [`Limits::max_include_urls`] are returned; invalid lines and the excess are
+    /// reported in [`IncludeUrls::warnings`]. Fetched content goes back through
+    /// [`parse_user_data`] (its own limits apply; includes found there count again).
+    pub fn include_urls(&self, limits: &Limits) -> IncludeUrls {
+        let mut out = IncludeUrls::default();
+        let text = String::from_utf8_lossy(&self.content);
+        let lines = text
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        for (i, line) in lines.enumerate() {
+            if out.urls.len() >= limits.max_include_urls {
+                out.warnings.push(format!(
+                    "user-data #include: more than {} URLs; the rest ignored",
+                    limits.max_include_urls
+                ));
+                break;
+            }
+            match parse_include_url(line) {
+                Ok(u) => out.urls.push(u),
+                Err(e) => out
+                    .warnings
+                    .push(format!("user-data #include: line {}: {e}; ignored", i + 1)),
+            }
+        }
+        out
     }
+}
+
+/// The URLs of an `#include` part ([`Part::include_urls`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IncludeUrls {
+    /// Valid URLs, in order.
+    pub urls: Vec<IncludeUrl>,
+    /// Lines refused and URLs left out, one message each.
+    pub warnings: Vec<String>,
+}
+
+/// One validated `#include` URL, split for an HTTP client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncludeUrl {
+    /// The URL as given (without a `#fragment`).
+    pub url: String,
+    /// `https` (else `http`).
+    pub https: bool,
+    /// Host name, IPv4 address, or IPv6 address without brackets.
+    pub host: String,
+    /// Port (80/443 when not given).
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl IncludeUrl {
+    /// `scheme://host:port`, the base a driver sends [`IncludeUrl::path`] to.
+    pub fn base(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Validates one `#include` URL (see [`Part::include_urls`]).
+pub fn parse_include_url(line: &str) -> Result<IncludeUrl, String> {
+    if line.len() > 2048 {
+        return Err("URL longer than 2048 bytes".into());
+    }
+    if line.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("URL contains whitespace or control characters".into());
+    }
+    let url = line.split('#').next().unwrap_or(line);
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{:?} is not an http(s) URL", truncate(url)))?;
+    let https = match scheme.to_ascii_lowercase().as_str() {
+        "http" => false,
+        "https" => true,
+        other => return Err(format!("scheme {other:?} is not http or https")),
+    };
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    if authority.contains('@') {
+        return Err("credentials in URLs are not supported".into());
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+        addr.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{addr:?} is not an IPv6 address"))?;
+        (addr.to_owned(), after.strip_prefix(':'))
+    } else {
+        let (h, p) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        if h.parse::<std::net::Ipv4Addr>().is_err() {
+            crate::hostname::validate(h).map_err(|e| e.to_string())?;
+        }
+        (h.to_owned(), p)
+    };
+    let port = match port {
+        None => {
+            if https {
+                443
+            } else {
+                80
+            }
+        }
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("invalid port {:?}", truncate(p)))?,
+    };
+    let path = if path.is_empty() {
+        "/".to_owned()
+    } else if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_owned()
+    };
+    Ok(IncludeUrl {
+        url: url.to_owned(),
+        https,
+        host,
+        port,
+        path,
+    })
+}
+
+fn truncate(s: &str) -> &str {
+    crate::model::truncate_at_char(s, 64)
 }
 
 /// A decoded user-data blob: its parts in order, and what was ignored.
@@ -780,8 +908,37 @@ mod tests {
 
     #[test]
     fn include_urls() {
-        let ud = parse(b"#include\n# comment\nhttp://a/1\n\n  https://b/2  \n");
-        assert_eq!(ud.parts[0].include_urls(), ["http://a/1", "https://b/2"]);
+        let ud = parse(b"#include\n# comment\nhttp://a/1\n\n  https://b.example:8443/2?x=1#frag  \nftp://c/3\nhttp://user:pw@d/\nhttp://[fd00:ec2::254]/latest\nhttp://bad_host/\nhttp://e:0/\n");
+        let inc = ud.parts[0].include_urls(&Limits::default());
+        let urls: Vec<&str> = inc.urls.iter().map(|u| u.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://a/1",
+                "https://b.example:8443/2?x=1",
+                "http://[fd00:ec2::254]/latest"
+            ]
+        );
+        assert_eq!(inc.urls[0].base(), "http://a:80");
+        assert_eq!(inc.urls[0].path, "/1");
+        assert_eq!((inc.urls[1].https, inc.urls[1].port), (true, 8443));
+        assert_eq!(inc.urls[1].path, "/2?x=1");
+        assert_eq!(inc.urls[2].host, "fd00:ec2::254");
+        assert_eq!(inc.urls[2].base(), "http://[fd00:ec2::254]:80");
+        assert_eq!(inc.warnings.len(), 4, "{:?}", inc.warnings);
+        for needle in ["ftp", "credentials", "bad_host", "port"] {
+            assert!(
+                inc.warnings.iter().any(|w| w.contains(needle)),
+                "{needle}: {:?}",
+                inc.warnings
+            );
+        }
+        let many: String = std::iter::once("#include\n".to_owned())
+            .chain((0..40).map(|i| format!("http://h/{i}\n")))
+            .collect();
+        let inc = parse(many.as_bytes()).parts[0].include_urls(&Limits::default());
+        assert_eq!(inc.urls.len(), 16);
+        assert!(inc.warnings[0].contains("more than 16 URLs"));
     }
 
     #[test]

@@ -200,7 +200,15 @@ fn invalid_ssh_keys_are_dropped_with_warnings() {
         nocloud::parse_meta_data(&common::read("malformed/invalid-ssh-keys.yaml"), &l()).unwrap();
     assert_eq!(md.public_keys.len(), 1);
     assert!(md.public_keys[0].ends_with("valid@example"));
-    assert_eq!(md.warnings.len(), 4, "{:#?}", md.warnings);
+    assert_eq!(md.problems.len(), 4, "{:#?}", md.problems);
+    assert!(
+        md.problems.iter().all(|p| p.file == "meta-data"
+            && p.field
+                .as_deref()
+                .is_some_and(|f| f.starts_with("public-keys"))),
+        "{:#?}",
+        md.problems
+    );
 }
 
 #[test]

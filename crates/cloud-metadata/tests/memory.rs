@@ -338,7 +338,7 @@ fn bombs_stay_inside_the_memory_budget() {
     // NoCloud seed whose files are all bombs: the seed still yields its metadata.
     let md = r.check(
         "NoCloud seed of bombs",
-        4 * MIB,
+        8 * MIB,
         quick,
         measure(|| {
             nocloud::assemble(
@@ -347,11 +347,18 @@ fn bombs_stay_inside_the_memory_budget() {
                     user_data: Some(&flow_gz),
                     vendor_data: Some(&zeros_gz),
                     network_config: Some(laughs.as_bytes()),
+                    platform_id: None,
                 },
                 Datasource::NoCloud,
                 &l,
             )
         }),
+    );
+    assert!(md.instance_id.starts_with("iid-nocloud-"));
+    assert_eq!(md.problems.len(), 3, "{:?}", md.problems);
+    assert!(
+        md.user_data.is_some() && md.vendor_data.is_some(),
+        "kept raw, decoded later"
     );
     drop(md);
 
