@@ -623,6 +623,73 @@ mod tests {
     }
 
     #[test]
+    fn the_token_request_comes_before_anything_else() {
+        let mut c = Ec2Crawler::new(Ec2Config::default());
+        let Step::Send(first) = c.step(None).unwrap() else {
+            panic!("the crawl cannot be done before it starts")
+        };
+        assert_eq!(first.method, Method::Put);
+        assert_eq!(first.path, TOKEN_PATH);
+        assert_eq!(first.header(TOKEN_TTL_HEADER), Some("21600"));
+        assert_eq!(first.header(TOKEN_HEADER), None);
+        // Every later request carries the token and stays in the EC2 tree.
+        let mut fake = Fake::new();
+        fake.require_token = true;
+        let md = crawl(&mut fake, Ec2Config::default()).unwrap();
+        assert_eq!(md.meta["imds"], "v2");
+        assert_eq!(fake.log.iter().filter(|l| l.starts_with("PUT")).count(), 1);
+        assert!(
+            fake.log[1..]
+                .iter()
+                .all(|l| l.starts_with("GET /") && !l.contains("openstack"))
+        );
+    }
+
+    #[test]
+    fn bad_leaves_degrade() {
+        let mut fake = Fake::new();
+        let md = "/2009-04-04/meta-data/";
+        fake.files.insert(
+            format!("{md}local-hostname"),
+            b"evil\n=== datasource: forged ===".to_vec(),
+        );
+        fake.files.insert(
+            format!("{md}hostname"),
+            b"ip-10-0-0-1.ec2.internal".to_vec(),
+        );
+        fake.files
+            .insert(format!("{md}local-ipv4"), b"not-an-ip".to_vec());
+        fake.files
+            .insert(format!("{md}ami-launch-index"), b"-1".to_vec());
+        fake.files
+            .insert("/2009-04-04/user-data".into(), vec![b'x'; (16 << 20) + 1]);
+        let md = crawl(&mut fake, Ec2Config::default()).unwrap();
+        assert_eq!(md.instance_id, "i-0a33f80f09c96477f");
+        assert_eq!(
+            md.local_hostname.as_deref(),
+            Some("ip-10-0-0-1.ec2.internal")
+        );
+        assert_eq!(md.local_ipv4, None);
+        assert_eq!(md.launch_index, None);
+        assert_eq!(md.user_data, None);
+        assert_eq!(md.public_keys.len(), 1, "the valid key is kept");
+        let text: Vec<String> = md.problems.iter().map(ToString::to_string).collect();
+        for want in [
+            "ec2 meta-data: local-hostname: hostname \"evil\\n=== datasource: forged ===\" contains '\\n'",
+            "ec2 meta-data: local-ipv4: \"not-an-ip\" is not an IPv4 address; ignored",
+            "ec2 meta-data: ami-launch-index: not a non-negative integer; ignored",
+            "user-data: over the 16 MiB limit; ignored",
+            "ec2 meta-data: public-keys/1/openssh-key: not an SSH key",
+        ] {
+            assert!(
+                text.iter().any(|t| t.starts_with(want)),
+                "{want}: {text:#?}"
+            );
+        }
+        assert!(text.iter().all(|t| !t.contains('\n')));
+    }
+
+    #[test]
     fn token_refusals_fall_back_to_v1() {
         for status in [403, 404, 405, 0, 500] {
             let mut fake = Fake::new();

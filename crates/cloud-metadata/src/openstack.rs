@@ -771,6 +771,97 @@ mod tests {
     }
 
     #[test]
+    fn bad_files_degrade_and_a_broken_drive_is_kept() {
+        let key = crate::sshkey::tests::make_key("ssh-ed25519", "os");
+        let meta = format!(
+            r#"{{"hostname":"bad_name.novalocal","name":"vm-1","public_keys":{{"k":"{key}"}},"launch_index":"x"}}"#
+        );
+        let big = vec![b'#'; (16 << 20) + 1];
+        let files = tree(&[
+            ("/openstack/", "latest\n"),
+            ("/openstack/latest/meta_data.json", &meta),
+            ("/openstack/latest/vendor_data.json", "{not json"),
+            ("/openstack/latest/network_data.json", r#"{"links": 5}"#),
+        ]);
+        let run = |config: OpenstackConfig| {
+            let mut c = OpenstackCrawler::new(config);
+            drive(&mut c, |r| match r.path.as_str() {
+                "/openstack/latest/user_data" => HttpOutcome::ok(big.clone()),
+                p => files
+                    .get(p)
+                    .map_or(HttpOutcome::status(404), |b| HttpOutcome::ok(b.clone())),
+            })
+        };
+        for config in [
+            OpenstackConfig::config_drive(),
+            OpenstackConfig {
+                platform_id: Some("B0FA911B-69D4-4476-BBE2-1C92BFF6535C".into()),
+                ..OpenstackConfig::metadata_service()
+            },
+        ] {
+            let ds = config.datasource;
+            let md = run(config).unwrap();
+            assert_eq!(md.public_keys, std::slice::from_ref(&key));
+            // `hostname` is invalid: the display name, a valid hostname, is used instead.
+            assert_eq!(md.local_hostname.as_deref(), Some("vm-1"));
+            assert_eq!(md.user_data, None);
+            let files: Vec<&str> = md.problems.iter().map(|p| p.file.as_str()).collect();
+            assert_eq!(
+                files,
+                [
+                    "meta_data.json",
+                    "meta_data.json",
+                    "meta_data.json",
+                    "user_data",
+                    "vendor_data.json",
+                    "network_data.json"
+                ],
+                "{:#?}",
+                md.problems
+            );
+            if ds == Datasource::Openstack {
+                assert_eq!(
+                    md.instance_id,
+                    "iid-openstack-b0fa911b-69d4-4476-bbe2-1c92bff6535c"
+                );
+            } else {
+                assert!(md.instance_id.starts_with("iid-configdrive-"));
+            }
+        }
+
+        // A config drive whose meta_data.json is garbage still hands over its user_data; the
+        // metadata service answering garbage is not OpenStack.
+        let drive_files = tree(&[
+            ("/openstack/", "latest\n"),
+            ("/openstack/latest/meta_data.json", "<html>nope</html>"),
+            ("/openstack/latest/user_data", "#!/bin/sh\n"),
+        ]);
+        let answer = |r: &HttpRequest| {
+            drive_files
+                .get(&r.path)
+                .map_or(HttpOutcome::status(404), |b| HttpOutcome::ok(b.clone()))
+        };
+        let mut c = OpenstackCrawler::new(OpenstackConfig::config_drive());
+        let md = drive(&mut c, answer).unwrap();
+        assert_eq!(md.user_data.as_deref(), Some(&b"#!/bin/sh\n"[..]));
+        assert!(md.problems[0].message.starts_with("not valid JSON"));
+        let mut c = OpenstackCrawler::new(OpenstackConfig::metadata_service());
+        assert!(matches!(
+            drive(&mut c, answer),
+            Err(MetadataError::Json { .. })
+        ));
+        let md = assemble_config_drive(
+            b"[]",
+            Some(b"#!/bin/sh\n"),
+            Some(b"7"),
+            None,
+            &Limits::default(),
+        );
+        assert!(md.user_data.is_some());
+        assert_eq!(md.problems.len(), 3, "{:#?}", md.problems);
+    }
+
+    #[test]
     fn crawl_falls_back_through_versions() {
         let files = tree(&[
             ("/openstack/", "latest\n2012-08-10\n"),
