@@ -1116,6 +1116,29 @@ epilogue\r\n";
         }
 
         #[test]
+        fn include_urls_are_total_and_clean(line in "\\PC{0,80}") {
+            if let Ok(u) = parse_include_url(&line) {
+                prop_assert!(u.path.starts_with('/'));
+                prop_assert!(u.port > 0);
+                prop_assert!(!u.url.chars().any(|c| c.is_whitespace() || c.is_control()));
+                prop_assert!(!u.host.is_empty() && !u.host.contains('@'));
+            }
+        }
+
+        #[test]
+        fn include_urls_round_trip(host in "[a-z]([a-z0-9-]{0,10}[a-z0-9])?(\\.[a-z]{2,4})?", port in 1u16.., path in "(/[a-zA-Z0-9._~-]{0,8}){0,4}", https in any::<bool>()) {
+            let scheme = if https { "https" } else { "http" };
+            let url = format!("{scheme}://{host}:{port}{path}");
+            let u = parse_include_url(&url).unwrap();
+            prop_assert_eq!(&u.host, &host);
+            prop_assert_eq!(u.port, port);
+            prop_assert_eq!(u.https, https);
+            let want = if path.is_empty() { "/".to_owned() } else { path.clone() };
+            prop_assert_eq!(&u.path, &want);
+            prop_assert_eq!(format!("{}{}", u.base(), u.path), format!("{scheme}://{host}:{port}{want}"));
+        }
+
+        #[test]
         fn gzip_round_trips(text in "#cloud-config\n[ -~\n]{0,200}") {
             let ud = parse_user_data(&gzip(text.as_bytes()), &Limits::default()).unwrap();
             prop_assert_eq!(&ud.parts[0].content, text.as_bytes());

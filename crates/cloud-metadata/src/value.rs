@@ -1127,6 +1127,44 @@ mod tests {
         }
 
         #[test]
+        fn alias_expansion_stays_in_the_budget(
+            fanout in 1usize..12,
+            levels in 1usize..8,
+            max_nodes in 10usize..5_000,
+        ) {
+            let mut doc = format!("a0: &a0 [{}]\n", vec!["x"; fanout].join(", "));
+            for i in 1..levels {
+                doc.push_str(&format!("a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); fanout].join(", ")));
+            }
+            let limits = Limits { max_nodes, ..Limits::default() };
+            match parse_yaml(doc.as_bytes(), "p", &limits) {
+                Ok(n) => {
+                    fn count(n: &Node) -> usize {
+                        match n {
+                            Node::Seq(i) => 1 + i.iter().map(count).sum::<usize>(),
+                            Node::Map(e) => 1 + e.iter().map(|(_, v)| 1 + count(v)).sum::<usize>(),
+                            _ => 1,
+                        }
+                    }
+                    prop_assert!(count(&n) <= max_nodes);
+                }
+                Err(e) => prop_assert!(matches!(e, MetadataError::TooManyNodes { .. }), "{e}"),
+            }
+        }
+
+        #[test]
+        fn top_level_scan_agrees_with_the_tree(v in 0u64..1000, other in "[a-z]{1,8}", before in any::<bool>()) {
+            let doc = if before {
+                format!("launch-index: {v}\n{other}: [1, {{a: b}}]\n")
+            } else {
+                format!("{other}: {{launch-index: 5, x: [launch-index]}}\nlaunch-index: {v}\n")
+            };
+            let scanned = yaml_top_level_scalar(doc.as_bytes(), "launch-index", &Limits::default());
+            let tree = parse_yaml(doc.as_bytes(), "p", &Limits::default()).unwrap();
+            prop_assert_eq!(scanned, tree.get("launch-index").and_then(Node::scalar_string));
+        }
+
+        #[test]
         fn json_round_trips(v in arb_json()) {
             let text = serde_json::to_vec(&v).unwrap();
             let node = parse_json(&text, "p", &Limits::default()).unwrap();
