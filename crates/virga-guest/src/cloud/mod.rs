@@ -206,8 +206,8 @@ pub fn publish(ctx: &Ctx) {
         tried: c.tried.clone(),
         ms: c.detect_ms,
     };
-    for w in &md.warnings {
-        ctx.warn("datasource", w.clone());
+    for p in &md.problems {
+        ctx.warn("datasource", p.to_string());
     }
     if let Ok(json) = serde_json::to_string_pretty(md)
         && let Err(e) = crate::fsutil::write_atomic(DATASOURCE_JSON, json.as_bytes(), 0o600, false)
