@@ -180,7 +180,7 @@ fn configdrive_with_static_network_data() {
     assert!(addrs.contains("10.0.2.77/24"), "{addrs}");
     assert!(g.sh1("cat /sys/class/net/eth0/mtu") == "1400");
     assert!(g.sh1("ip route").contains("default via 10.0.2.2"));
-    let vlan = g.sh1("ip -d -4 -o addr show dev vlan42; cat /proc/net/vlan/config");
+    let vlan = g.sh1("ip -4 -o addr show dev vlan42; cat /proc/net/vlan/config");
     assert!(
         vlan.contains("192.168.42.5/24") && vlan.contains("vlan42") && vlan.contains("| 42"),
         "{vlan}"
