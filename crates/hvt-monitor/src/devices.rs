@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +40,12 @@ impl BlockFile {
     }
 }
 
+impl AsRawFd for BlockFile {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
 /// A TAP interface.
 #[derive(Debug)]
 pub struct Tap {
@@ -51,6 +58,12 @@ impl Tap {
         Ok(Self {
             file: sys::open_tap(name)?,
         })
+    }
+}
+
+impl AsRawFd for Tap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
     }
 }
 

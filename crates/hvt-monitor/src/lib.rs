@@ -9,6 +9,7 @@
 //! Every guest pointer and length is checked against guest memory ([`memory`]); a guest that
 //! misbehaves is stopped with a defined exit code ([`hvt_abi::exit`]), never by a monitor panic.
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -102,8 +103,8 @@ pub enum MonitorError {
         source: std::io::Error,
     },
     /// The seccomp filter could not be built or applied.
-    #[error("seccomp: {0}")]
-    Seccomp(String),
+    #[error("cannot install the seccomp filter")]
+    Seccomp(#[source] seccomp::SeccompError),
     /// The guest made an invalid hypercall.
     #[error("guest fault")]
     GuestFault(#[source] hypercall::GuestFault),
@@ -237,7 +238,12 @@ pub fn run(config: &Config) -> Result<u8, MonitorError> {
             .map_err(|e| MonitorError::Hypervisor(format!("watchdog timer: {e}")))?;
     }
     if config.seccomp {
-        seccomp::apply().map_err(|e| MonitorError::Seccomp(e.to_string()))?;
+        let fds = seccomp::RunFds {
+            vcpu: vm.vcpu_fd(),
+            block: host.block.as_ref().map(AsRawFd::as_raw_fd),
+            tap: host.net.as_ref().map(AsRawFd::as_raw_fd),
+        };
+        seccomp::apply(&fds).map_err(MonitorError::Seccomp)?;
     }
     let setup_done = started.elapsed();
     tracing::debug!(entry = kernel.entry, end = kernel.end, "guest ready");
