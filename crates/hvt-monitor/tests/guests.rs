@@ -111,6 +111,31 @@ fn guest_exit_code_and_console() {
 
 #[test]
 #[ignore = "boots a VM; run with --include-ignored"]
+fn console_escape_sequences_are_neutralised() {
+    require_kvm();
+    // PUTS of text with terminal controls, then HALT 0 (layout as in the test above).
+    let text: &[u8] = b"\x1b[2J\x1b]0;title\x07ok\rspoof\xc2\x9b\xff\n";
+    let mut code = hypercall(hvt_abi::Hypercall::Puts.port(), BASE + 0x100);
+    code.extend(hypercall(hvt_abi::Hypercall::Halt.port(), BASE + 0x110));
+    let mut data = Vec::new();
+    data.extend_from_slice(&u64::from(BASE + 0x118).to_le_bytes());
+    data.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    data.extend_from_slice(&0u64.to_le_bytes());
+    data.extend_from_slice(text);
+    let out = run(
+        &tiny_elf(&program(&code, &data), 0, Some(hvt_abi::ABI_VERSION)),
+        &[],
+        "20",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        r"\x1b[2J\x1b]0;title\x07ok\x0dspoof\u{009b}\xff".to_owned() + "\n"
+    );
+}
+
+#[test]
+#[ignore = "boots a VM; run with --include-ignored"]
 fn spinning_guest_times_out() {
     require_kvm();
     let start = Instant::now();
