@@ -202,17 +202,18 @@ pub fn attach(
                 .and_then(|k| k.save_new(&secret))
                 .map_err(|e| err("token secret", e))?;
             let access_log = runtime.join("metadata-access.log");
-            let argv = metadata_server::qemu::server_argv(
+            let mut server = metadata_server::qemu::StdioCommand::new(
                 &opts.server_exe,
                 cloud,
                 &dir,
-                Some(&secret),
-                Some(&access_log),
-                Some(&runtime.join("metadata-server.log")),
-                &opts.server_args,
+                runtime.join("metadata-slots"),
             );
+            server.token_secret_file = Some(secret);
+            server.access_log = Some(access_log.clone());
+            server.log_file = Some(runtime.join("metadata-server.log"));
+            server.extra = opts.server_args.clone();
             cfg.user_net_extra
-                .push(metadata_server::qemu::netdev_options(&argv));
+                .push(metadata_server::qemu::netdev_options(&server.argv()));
             attached.access_log = Some(access_log);
         }
         Datasource::None => {}
