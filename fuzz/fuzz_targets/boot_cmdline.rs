@@ -8,6 +8,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let line = String::from_utf8_lossy(data);
+    // The typed view PID 1 works from: total, and its timeouts always bounded.
+    let p = cmdline::BootParams::parse(&line);
+    assert!(p.stage_timeout().as_secs() <= cmdline::MAX_TIMEOUT_SECS.max(30));
+    assert!(p.ds_timeout().as_secs() <= cmdline::MAX_TIMEOUT_SECS.max(60));
     let c = Cmdline::parse(&line);
     assert!(c.params().len() <= line.split_ascii_whitespace().count());
     for p in c.params() {

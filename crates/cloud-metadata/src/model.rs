@@ -668,6 +668,24 @@ pub(crate) fn truncate_at_char(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// `Vec<u8>` as base64 text in serde formats (a third bigger than the bytes, where a JSON
+/// array of numbers is four times bigger).
+pub(crate) mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::B64.encode(v))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::B64
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 mod b64_opt {
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};

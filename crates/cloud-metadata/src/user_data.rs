@@ -164,7 +164,8 @@ pub struct Part {
     pub filename: Option<String>,
     /// `Launch-Index` header, archive `launch-index`, or a cloud-config's `launch-index` key.
     pub launch_index: Option<u64>,
-    /// The decoded content (transfer encoding and compression removed).
+    /// The decoded content (transfer encoding and compression removed); base64 when serialised.
+    #[serde(with = "crate::model::b64")]
     pub content: Vec<u8>,
 }
 

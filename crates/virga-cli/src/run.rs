@@ -197,6 +197,11 @@ pub struct InstanceArgs {
     /// State disk bus: virtio (`/dev/vdX`) or nvme (`/dev/nvmeNn1`, as on EC2 Nitro).
     #[arg(long, value_enum, default_value = "virtio")]
     pub state_bus: StateBusArg,
+    /// Make the VM look like an instance of the datasource's cloud (SMBIOS system strings as EC2
+    /// or OpenStack present them) and let the guest choose its datasources from its image's
+    /// list, as it would there, instead of passing `virga.ds=`.
+    #[arg(long)]
+    pub as_cloud: bool,
     /// Extra argument for the metadata server, e.g. `--metadata-server-arg=--fault=hang`.
     #[arg(
         long = "metadata-server-arg",
@@ -232,6 +237,7 @@ impl InstanceArgs {
         o.hostname = self.hostname.clone();
         o.state = self.state.clone();
         o.server_args = self.server_args.clone();
+        o.as_cloud = self.as_cloud;
         let read =
             |f: &PathBuf| std::fs::read(f).with_context(|| format!("cannot read {}", f.display()));
         o.user_data = self.user_data.as_ref().map(read).transpose()?;

@@ -44,6 +44,7 @@ pub fn run(applet: &str, args: &[String]) -> ExitCode {
             ("user-data", crate::cloud::userdata::stage_late),
         ]),
         "per" => per(args),
+        crate::cloud::worker::APPLET => crate::cloud::worker::main(),
         #[cfg(feature = "ssh")]
         "sshd" => crate::init::ssh::sshd_main(args),
         #[cfg(feature = "ssh")]
@@ -141,15 +142,22 @@ fn ds(args: &[String]) -> ExitCode {
         let order = crate::cloud::order(&ctx);
         let limits = crate::cloud::limits();
         let devices = crate::cloud::blockdev::scan();
-        let mut det =
-            crate::cloud::datasource::detect_local(&order, &ctx.cmdline, &devices, &limits);
+        let platform_id = crate::cloud::platform::get().platform_id.as_deref();
+        let mut det = crate::cloud::datasource::detect_local(
+            &order,
+            &ctx.cmdline,
+            &devices,
+            &limits,
+            platform_id,
+        );
         if det.found.is_none() {
             let net = crate::cloud::datasource::detect_network(
                 &order,
                 &ctx.cmdline,
                 &limits,
                 std::time::Duration::from_secs(30),
-                crate::cloud::datasource::METADATA_URL,
+                ctx.params.metadata_url(),
+                platform_id,
             );
             det.tried.extend(net.tried);
             det.found = net.found;

@@ -56,6 +56,16 @@ impl Owned {
         Ok(r)
     }
 
+    /// The child's stdin and stdout pipes, when it was started with them.
+    pub fn take_pipes(
+        &mut self,
+    ) -> (
+        Option<std::process::ChildStdin>,
+        Option<std::process::ChildStdout>,
+    ) {
+        (self.child.stdin.take(), self.child.stdout.take())
+    }
+
     /// Kills the child's whole process group and reaps the child.
     pub fn kill_group(&mut self) {
         if self.done {

@@ -34,6 +34,9 @@ pub struct CloudState {
     pub cloud_config: CloudConfig,
     /// Whether the local pass found nothing and the network pass should run.
     pub need_network_ds: bool,
+    /// Whether the network stage configured an interface (a DHCP lease or a static address):
+    /// without one the metadata services are not probed.
+    pub network_up: bool,
 }
 
 /// Shared boot state: configuration in, status out.

@@ -86,6 +86,12 @@ pub struct VmConfig {
     pub user_net: Option<Vec<PortForward>>,
     /// Extra `-netdev user` suboptions (e.g. `guestfwd=…`), appended verbatim.
     pub user_net_extra: Vec<String>,
+    /// A metadata server answers 169.254.169.254 inside QEMU (`guestfwd`): the guest may probe
+    /// the metadata services without an explicit `virga.ds=` (see [`VmConfig::effective_cmdline`]).
+    pub metadata_served: bool,
+    /// SMBIOS type 1 (system) strings: `manufacturer`, `product`, `uuid`, … as QEMU's
+    /// `-smbios type=1,…` takes them (e.g. to look like a cloud's instances).
+    pub smbios_system: Vec<(String, String)>,
     /// A TAP device to connect the NIC to instead of user networking (e.g. one inside a
     /// network namespace with a DHCP server; see `netns`).
     pub tap: Option<String>,
@@ -116,6 +122,8 @@ impl VmConfig {
             machine: Machine::Pc,
             user_net: Some(Vec::new()),
             user_net_extra: Vec::new(),
+            metadata_served: false,
+            smbios_system: Vec::new(),
             tap: None,
             netns: None,
             drives: Vec::new(),
@@ -133,10 +141,20 @@ impl VmConfig {
     /// are allowed.
     pub fn effective_cmdline(&self) -> String {
         let mut c = self.cmdline.clone();
-        if self.user_net.is_some() && self.tap.is_none() && !c.has(DATASOURCES) {
+        if self.user_net.is_some()
+            && self.tap.is_none()
+            && !self.metadata_served
+            && !c.has(DATASOURCES)
+        {
             c.datasources(USER_NETWORK_ORDER);
         }
         c.render()
+    }
+
+    /// Whether the command line QEMU gets contains `text` (tests).
+    #[cfg(test)]
+    pub fn render_contains(&self, text: &str) -> bool {
+        self.effective_cmdline().contains(text)
     }
 
     /// Checks that the devices fit the machine: q35 has no IDE bus the cloud kernel drives.
@@ -242,6 +260,15 @@ impl VmConfig {
                     push(&format!("nvme,drive=nvme{i},serial=virga{i}"));
                 }
             }
+        }
+        if !self.smbios_system.is_empty() {
+            let fields: Vec<String> = self
+                .smbios_system
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.replace(',', ",,")))
+                .collect();
+            a.push("-smbios".into());
+            a.push(format!("type=1,{}", fields.join(",")));
         }
         a.extend(self.extra_args.iter().cloned());
         a

@@ -70,6 +70,10 @@ pub struct InstanceOptions {
     pub server_exe: PathBuf,
     /// Extra arguments for the metadata server (`--fault`, `--imds`, …).
     pub server_args: Vec<String>,
+    /// Make the VM look like an instance of the datasource's cloud (SMBIOS system strings as
+    /// EC2 Nitro or OpenStack Nova present them) and let the guest choose its datasources as it
+    /// would there, from its image's list: no `virga.ds=` on the command line.
+    pub as_cloud: bool,
 }
 
 impl InstanceOptions {
@@ -89,8 +93,56 @@ impl InstanceOptions {
             state: None,
             server_exe,
             server_args: Vec::new(),
+            as_cloud: false,
         }
     }
+}
+
+/// SMBIOS system strings of a cloud's instances, as the guest's platform identification reads
+/// them (`/sys/class/dmi/id/`); the UUID is derived from the instance id.
+fn cloud_smbios(ds: Datasource, instance_id: &str) -> Vec<(String, String)> {
+    use std::fmt::Write as _;
+    let digest = {
+        // A stable, valid UUID from the instance id (FNV-1a, enough for a test fixture).
+        let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        for b in instance_id.bytes() {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+        }
+        let mut hex = String::new();
+        for byte in h.to_be_bytes() {
+            let _ = write!(hex, "{byte:02x}");
+        }
+        hex
+    };
+    let uuid = |prefix: &str| {
+        let hex = format!("{prefix}{}", &digest[prefix.len()..]);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    };
+    let pairs: &[(&str, String)] = match ds {
+        Datasource::Ec2 => &[
+            ("manufacturer", "Amazon EC2".into()),
+            ("product", "t3.micro".into()),
+            ("uuid", uuid("ec2")),
+        ],
+        Datasource::OpenStack | Datasource::ConfigDrive => &[
+            ("manufacturer", "OpenStack Foundation".into()),
+            ("product", "OpenStack Nova".into()),
+            ("uuid", uuid("")),
+        ],
+        Datasource::NoCloud | Datasource::None => &[],
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
 }
 
 /// What [`attach`] set up.
@@ -126,10 +178,15 @@ pub fn attach(
             read_only: false,
         });
     }
-    cfg.cmdline.datasources(&[
-        opts.datasource.guest_name(),
-        boot_contract::datasource::NONE,
-    ]);
+    if opts.as_cloud {
+        let id = opts.instance_id.clone().unwrap_or_else(|| "i-virga".into());
+        cfg.smbios_system = cloud_smbios(opts.datasource, &id);
+    } else {
+        cfg.cmdline.datasources(&[
+            opts.datasource.guest_name(),
+            boot_contract::datasource::NONE,
+        ]);
+    }
     if opts.datasource == Datasource::None {
         return Ok(attached);
     }
@@ -214,6 +271,7 @@ pub fn attach(
             server.extra = opts.server_args.clone();
             cfg.user_net_extra
                 .push(metadata_server::qemu::netdev_options(&server.argv()));
+            cfg.metadata_served = true;
             attached.access_log = Some(access_log);
         }
         Datasource::None => {}
@@ -341,6 +399,30 @@ mod tests {
                 .join("metadata/latest/meta-data/instance-id")
                 .is_file()
         );
+        assert!(c.render_contains("virga.ds=ec2,none"));
+    }
+
+    #[test]
+    fn as_a_cloud_the_vm_presents_its_smbios_and_leaves_the_datasources_to_the_guest() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = cfg();
+        let mut o = InstanceOptions::new(Datasource::Ec2, "/usr/bin/virga".into());
+        o.as_cloud = true;
+        o.instance_id = Some("i-0123".into());
+        attach(&o, &mut c, d.path()).unwrap();
+        let args = c.qemu_args().join(" ");
+        assert!(
+            args.contains("-smbios type=1,manufacturer=Amazon EC2,product=t3.micro,uuid=ec2"),
+            "{args}"
+        );
+        // No virga.ds: the guest picks; the metadata address is served inside QEMU, so
+        // vm-runner does not force local datasources either.
+        assert!(!args.contains("virga.ds="), "{args}");
+        let mut o = InstanceOptions::new(Datasource::OpenStack, "/usr/bin/virga".into());
+        o.as_cloud = true;
+        let mut c = cfg();
+        attach(&o, &mut c, d.path().join("os").as_path()).unwrap();
+        assert!(c.qemu_args().join(" ").contains("product=OpenStack Nova"));
     }
 
     #[test]

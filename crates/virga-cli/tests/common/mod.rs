@@ -121,9 +121,18 @@ pub fn boot_instance_on(
     extra_cmdline: &str,
     machine: vm_runner::Machine,
 ) -> Guest {
+    boot_instance_with(opts, extra_cmdline, |cfg| cfg.machine = machine)
+}
+
+/// [`boot_instance`] with the VM configuration adjusted by `adjust` (memory, machine, …).
+pub fn boot_instance_with(
+    opts: &vm_runner::instance::InstanceOptions,
+    extra_cmdline: &str,
+    adjust: impl FnOnce(&mut VmConfig),
+) -> Guest {
     let out = default_image();
     let mut cfg = vm_config(&out, extra_cmdline);
-    cfg.machine = machine;
+    adjust(&mut cfg);
     let runtime = tempfile::tempdir().unwrap();
     vm_runner::instance::attach(opts, &mut cfg, runtime.path()).expect("attach datasource");
     let (mut vm, ready) = boot_ready(&cfg);

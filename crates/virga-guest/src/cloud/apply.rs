@@ -6,12 +6,11 @@ use std::time::Instant;
 use std::io::Write;
 
 use boot_contract::StageResult;
+use cloud_metadata::InstanceMetadata;
 use cloud_metadata::frequency::{InstanceChange, instance_change};
 use cloud_metadata::write_files::validate_path;
-use cloud_metadata::{CloudConfig, InstanceMetadata, parse_user_data};
 
 use super::accounts::Accounts;
-use super::limits;
 use crate::ctx::Ctx;
 use crate::fsutil::{WriteOpts, components, write_file};
 
@@ -19,7 +18,7 @@ use crate::fsutil::{WriteOpts, components, write_file};
 pub const INSTANCE_ID_FILE: &str = "/var/lib/virga/instance-id";
 
 /// Stage `apply`.
-pub fn stage_apply(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
+pub fn stage_apply(ctx: &Ctx, deadline: Instant) -> anyhow::Result<StageResult> {
     let Some(md) = ctx.cloud().md.clone() else {
         return Ok(StageResult::Skipped);
     };
@@ -87,48 +86,40 @@ pub fn stage_apply(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult>
         }
     }
 
-    decode_user_data(ctx, &md);
+    decode_user_data(ctx, &md, deadline);
     super::publish(ctx);
     Ok(StageResult::Ok)
 }
 
-/// Decodes vendor-data and user-data (gzip, MIME, cloud-config) into the cloud state: user
-/// cloud-config is merged over vendor cloud-config. Problems become warnings.
-fn decode_user_data(ctx: &Ctx, md: &InstanceMetadata) {
-    let limits = limits();
-    let mut merged = CloudConfig::default();
-    if let Some(vd) = &md.vendor_data {
-        match parse_user_data(vd, &limits) {
-            Ok(ud) => merged.merge(CloudConfig::from_user_data(&ud, md.launch_index, &limits)),
-            Err(e) => ctx.warn("vendor-data", e.to_string()),
-        }
+/// Decodes vendor-data and user-data (gzip, MIME, cloud-config, `#include`) in the metadata
+/// worker, into the cloud state: user cloud-config is merged over vendor cloud-config.
+/// Problems are recorded; a worker that fails leaves no user-data to run.
+fn decode_user_data(ctx: &Ctx, md: &InstanceMetadata, deadline: Instant) {
+    if md.user_data.is_none() && md.vendor_data.is_none() {
+        return;
     }
-    let mut user_data = None;
-    if let Some(raw) = &md.user_data {
-        match parse_user_data(raw, &limits) {
-            Ok(ud) => {
-                for w in &ud.warnings {
-                    ctx.warn("user-data", w.clone());
-                }
-                merged.merge(CloudConfig::from_user_data(&ud, md.launch_index, &limits));
-                user_data = Some(ud);
+    let job = super::worker::Job::Decode {
+        md: Box::new(md.clone()),
+    };
+    let decoded =
+        match super::worker::run_or_perform(job, deadline, &mut |w| ctx.warn("user-data", w)) {
+            Ok(super::worker::Outcome::Decoded(d)) => *d,
+            Ok(super::worker::Outcome::Detection(_)) => {
+                ctx.error("user-data", "the metadata worker answered another job");
+                return;
             }
-            Err(e) => ctx.error("user-data", format!("{e}; user-data ignored")),
-        }
+            Err(e) => {
+                ctx.error("user-data", format!("{e}; user-data ignored"));
+                return;
+            }
+        };
+    for (source, w) in &decoded.warnings {
+        ctx.warn(source, w.clone());
     }
-    for w in &merged.warnings {
-        ctx.warn("cloud-config", w.clone());
-    }
-    if !merged.unknown_keys.is_empty() {
-        ctx.warn(
-            "cloud-config",
-            format!(
-                "unsupported keys ignored: {}",
-                merged.unknown_keys.join(", ")
-            ),
-        );
+    for (source, e) in &decoded.errors {
+        ctx.error(source, e.clone());
     }
     let mut c = ctx.cloud();
-    c.user_data = user_data;
-    c.cloud_config = merged;
+    c.user_data = decoded.user_data;
+    c.cloud_config = decoded.cloud_config;
 }

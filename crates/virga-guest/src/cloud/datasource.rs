@@ -18,8 +18,6 @@ use cloud_metadata::{Datasource, InstanceMetadata, Limits, MetadataError};
 
 use super::blockdev::{self, Labelled, Mounted};
 
-/// The metadata service address (EC2 and OpenStack).
-pub const METADATA_URL: &str = "http://169.254.169.254";
 /// Seed directories NoCloud reads, as cloud-init does.
 pub const SEED_DIRS: &[&str] = &[
     "/var/lib/cloud/seed/nocloud",
@@ -65,7 +63,7 @@ pub enum SourceError {
 }
 
 /// A datasource that answered.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Found {
     /// What it said.
     pub md: InstanceMetadata,
@@ -74,7 +72,7 @@ pub struct Found {
 }
 
 /// The outcome of trying a list of datasources.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Detection {
     /// The first that answered.
     pub found: Option<Found>,
@@ -109,18 +107,20 @@ pub fn parse_order(names: &[String]) -> (Vec<Datasource>, Vec<String>) {
     (order, unknown)
 }
 
-/// Tries the local datasources of `order`, in order, on these labelled devices.
+/// Tries the local datasources of `order`, in order, on these labelled devices. `platform_id`
+/// (the DMI product UUID) backs a missing instance id.
 pub fn detect_local(
     order: &[Datasource],
     cmdline: &str,
     devices: &[Labelled],
     limits: &Limits,
+    platform_id: Option<&str>,
 ) -> Detection {
     let mut det = Detection::default();
     for ds in order.iter().copied().filter(|d| is_local(*d)) {
         let result = match ds {
-            Datasource::NoCloud => nocloud_local(cmdline, devices, limits),
-            Datasource::ConfigDrive => config_drive(devices, limits),
+            Datasource::NoCloud => nocloud_local(cmdline, devices, limits, platform_id),
+            Datasource::ConfigDrive => config_drive(devices, limits, platform_id),
             _ => Ok(None),
         };
         if record(&mut det, ds, result) {
@@ -137,6 +137,7 @@ pub fn detect_network(
     limits: &Limits,
     deadline: Duration,
     metadata_url: &str,
+    platform_id: Option<&str>,
 ) -> Detection {
     let mut det = Detection::default();
     let start = Instant::now();
@@ -153,11 +154,12 @@ pub fn detect_network(
             Datasource::Openstack => {
                 let config = OpenstackConfig {
                     limits: *limits,
+                    platform_id: platform_id.map(str::to_owned),
                     ..OpenstackConfig::metadata_service()
                 };
                 with_retries(left, || OpenstackCrawler::new(config.clone()), metadata_url).map(Some)
             }
-            Datasource::NoCloudNet => nocloud_net(cmdline, limits, left),
+            Datasource::NoCloudNet => nocloud_net(cmdline, limits, left, platform_id),
             Datasource::None => Ok(Some(Found {
                 md: InstanceMetadata::none(),
                 source: "built-in".into(),
@@ -282,7 +284,12 @@ fn nocloud_local(
     cmdline: &str,
     devices: &[Labelled],
     limits: &Limits,
+    platform_id: Option<&str>,
 ) -> Result<Option<Found>, SourceError> {
+    let crawler = |c| {
+        NoCloudCrawler::new(Datasource::NoCloud, *limits, c)
+            .with_platform_id(platform_id.map(str::to_owned))
+    };
     let seed = NoCloudSeed::from_cmdline(cmdline).map_err(SourceError::Seed)?;
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(s) = &seed
@@ -299,10 +306,7 @@ fn nocloud_local(
         md
     };
     if let Some(dir) = dirs.iter().find(|d| d.join("meta-data").is_file()) {
-        let md = read_tree(dir, |c| {
-            NoCloudCrawler::new(Datasource::NoCloud, *limits, c)
-        })
-        .map_err(|source| SourceError::Read {
+        let md = read_tree(dir, crawler).map_err(|source| SourceError::Read {
             location: dir.display().to_string(),
             source,
         })?;
@@ -319,10 +323,7 @@ fn nocloud_local(
                 source,
             })
             .and_then(|mnt| {
-                read_tree(&mnt.path, |c| {
-                    NoCloudCrawler::new(Datasource::NoCloud, *limits, c)
-                })
-                .map_err(|source| SourceError::Read {
+                read_tree(&mnt.path, crawler).map_err(|source| SourceError::Read {
                     location: format!("{} ({})", dev.device.display(), dev.fstype),
                     source,
                 })
@@ -348,6 +349,7 @@ fn nocloud_net(
     cmdline: &str,
     limits: &Limits,
     deadline: Duration,
+    platform_id: Option<&str>,
 ) -> Result<Option<Found>, SourceError> {
     let Some(seed) = NoCloudSeed::from_cmdline(cmdline).map_err(SourceError::Seed)? else {
         return Ok(None);
@@ -360,14 +362,21 @@ fn nocloud_net(
     };
     let mut found = with_retries(
         deadline,
-        || NoCloudCrawler::new(Datasource::NoCloudNet, *limits, Duration::from_secs(5)),
+        || {
+            NoCloudCrawler::new(Datasource::NoCloudNet, *limits, Duration::from_secs(5))
+                .with_platform_id(platform_id.map(str::to_owned))
+        },
         &url,
     )?;
     seed.apply_overrides(&mut found.md);
     Ok(Some(found))
 }
 
-fn config_drive(devices: &[Labelled], limits: &Limits) -> Result<Option<Found>, SourceError> {
+fn config_drive(
+    devices: &[Labelled],
+    limits: &Limits,
+    platform_id: Option<&str>,
+) -> Result<Option<Found>, SourceError> {
     let Some(dev) = blockdev::with_label(devices, &["config-2"])
         .into_iter()
         .next()
@@ -382,6 +391,7 @@ fn config_drive(devices: &[Labelled], limits: &Limits) -> Result<Option<Found>, 
     })?;
     let config = OpenstackConfig {
         limits: *limits,
+        platform_id: platform_id.map(str::to_owned),
         ..OpenstackConfig::config_drive()
     };
     let md = read_tree(&mnt.path, |_| OpenstackCrawler::new(config.clone())).map_err(|source| {

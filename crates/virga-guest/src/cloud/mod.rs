@@ -16,7 +16,9 @@ pub mod blockdev;
 pub mod datasource;
 pub mod http;
 pub mod per;
+pub mod platform;
 pub mod userdata;
+pub mod worker;
 
 /// Where the state disk is mounted (and where state lives without one).
 pub const STATE_DIR: &str = "/var/lib/virga";
@@ -36,14 +38,20 @@ pub fn limits() -> Limits {
     Limits::default()
 }
 
-/// The datasource order: `virga.ds=` on the command line, else the image's list. Unknown
-/// names are warned about.
+/// The datasource order: `virga.ds=` on the command line as given, else the image's list
+/// without the metadata services this platform does not have (see [`platform`]). Unknown names
+/// are warned about; the services left out are noted in what was tried.
 pub fn order(ctx: &Ctx) -> Vec<Datasource> {
     let (order, unknown) = parse_order(ctx);
     for u in unknown {
         ctx.warn("datasource", u);
     }
-    order
+    if ctx.params.datasources.is_some() {
+        return order;
+    }
+    let (kept, skipped) = platform::get().identity.filter(&order);
+    ctx.cloud().tried.extend(skipped);
+    kept
 }
 
 fn parse_order(ctx: &Ctx) -> (Vec<Datasource>, Vec<String>) {
@@ -128,66 +136,119 @@ pub fn stage_state(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult>
     Ok(StageResult::Ok)
 }
 
-/// Stage `datasource-local`: seed disks, seed directories and config drives.
-pub fn stage_local(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
+/// Stage `datasource-local`: seed disks, seed directories and config drives, read by the
+/// metadata worker.
+pub fn stage_local(ctx: &Ctx, deadline: Instant) -> anyhow::Result<StageResult> {
     let order = order(ctx);
     let t = Instant::now();
-    let devices = if order.iter().any(|d| datasource::is_local(*d)) {
+    if order.iter().any(|d| datasource::is_local(*d)) {
         wait_for_disks(ctx, "datasource-local", true);
-        devices()
     } else {
-        Vec::new()
+        return skip_to_network(ctx, &order);
+    }
+    let job = worker::Job::Local {
+        order: order.clone(),
+        cmdline: ctx.cmdline.clone(),
+        platform_id: platform::get().platform_id.clone(),
     };
-    let det = datasource::detect_local(&order, &ctx.cmdline, &devices, &limits());
-    for p in &det.problems {
-        ctx.warn("datasource", p.clone());
-    }
-    let found = det.found.is_some();
-    let wants_network = order.iter().any(|d| !datasource::is_local(*d));
-    {
-        let mut c = ctx.cloud();
-        c.tried.extend(det.tried);
-        c.detect_ms += t.elapsed().as_secs_f64() * 1000.0;
-        if let Some(f) = det.found {
-            c.md = Some(f.md);
-            c.source = f.source;
-        } else {
-            c.need_network_ds = wants_network;
-        }
-    }
+    let det = detection(ctx, job, deadline);
+    let found = record_detection(ctx, det, t);
     if found {
         publish(ctx);
         Ok(StageResult::Ok)
     } else {
-        Ok(StageResult::Skipped)
+        skip_to_network(ctx, &order)
     }
 }
 
-/// Stage `datasource-net`: the metadata services, when no local source answered.
-pub fn stage_network(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
-    if !ctx.cloud().need_network_ds {
-        return Ok(StageResult::Skipped);
+fn skip_to_network(ctx: &Ctx, order: &[Datasource]) -> anyhow::Result<StageResult> {
+    ctx.cloud().need_network_ds = order.iter().any(|d| !datasource::is_local(*d));
+    Ok(StageResult::Skipped)
+}
+
+/// Runs a detection job in the worker; a worker that fails is an error of the stage, and
+/// nothing it read is used.
+fn detection(ctx: &Ctx, job: worker::Job, deadline: Instant) -> datasource::Detection {
+    match worker::run_or_perform(job, deadline, &mut |w| ctx.warn("datasource", w)) {
+        Ok(worker::Outcome::Detection(d)) => *d,
+        Ok(worker::Outcome::Decoded(_)) => {
+            ctx.error("datasource", "the metadata worker answered another job");
+            datasource::Detection::default()
+        }
+        Err(e) => {
+            ctx.error("datasource", e.to_string());
+            datasource::Detection::default()
+        }
     }
-    // `datasource-local` has warned about unknown names already.
-    let order = parse_order(ctx).0;
-    let deadline = ctx.params.ds_timeout();
-    let url = ctx.params.metadata_url().to_owned();
-    let t = Instant::now();
-    let det = datasource::detect_network(&order, &ctx.cmdline, &limits(), deadline, &url);
+}
+
+/// Records what a detection found; its problems (and the metadata's own, file by file and
+/// field by field) become warnings, once.
+fn record_detection(ctx: &Ctx, det: datasource::Detection, t: Instant) -> bool {
     for p in &det.problems {
         ctx.warn("datasource", p.clone());
     }
-    let mut result = StageResult::Skipped;
-    {
-        let mut c = ctx.cloud();
-        c.tried.extend(det.tried);
-        c.detect_ms += t.elapsed().as_secs_f64() * 1000.0;
-        if let Some(f) = det.found {
-            c.md = Some(f.md);
-            c.source = f.source;
-            result = StageResult::Ok;
+    if let Some(f) = &det.found {
+        for p in &f.md.problems {
+            ctx.warn("datasource", p.to_string());
         }
     }
+    let mut c = ctx.cloud();
+    c.tried.extend(det.tried);
+    c.detect_ms += t.elapsed().as_secs_f64() * 1000.0;
+    match det.found {
+        Some(f) => {
+            c.md = Some(f.md);
+            c.source = f.source;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Stage `datasource-net`: the metadata services, when no local source answered. Without a
+/// configured network only `none` is left: nothing is probed, nothing is waited for.
+pub fn stage_network(ctx: &Ctx, stage_deadline: Instant) -> anyhow::Result<StageResult> {
+    if !ctx.cloud().need_network_ds {
+        return Ok(StageResult::Skipped);
+    }
+    // `datasource-local` has warned about unknown names and noted skipped services already.
+    let mut order = {
+        let (order, _) = parse_order(ctx);
+        if ctx.params.datasources.is_some() {
+            order
+        } else {
+            platform::get().identity.filter(&order).0
+        }
+    };
+    if !ctx.cloud().network_up {
+        let needs_net: Vec<Datasource> = order
+            .iter()
+            .copied()
+            .filter(|d| !datasource::is_local(*d) && *d != Datasource::None)
+            .collect();
+        let mut c = ctx.cloud();
+        for d in needs_net {
+            c.tried
+                .push(format!("{d}: not probed, no network is configured"));
+        }
+        drop(c);
+        order.retain(|d| *d == Datasource::None);
+    }
+    let t = Instant::now();
+    let job = worker::Job::Network {
+        order,
+        cmdline: ctx.cmdline.clone(),
+        platform_id: platform::get().platform_id.clone(),
+        deadline_ms: u64::try_from(ctx.params.ds_timeout().as_millis()).unwrap_or(u64::MAX),
+        url: ctx.params.metadata_url().to_owned(),
+    };
+    let det = detection(ctx, job, stage_deadline);
+    let result = if record_detection(ctx, det, t) {
+        StageResult::Ok
+    } else {
+        StageResult::Skipped
+    };
     publish(ctx);
     Ok(result)
 }
@@ -206,9 +267,6 @@ pub fn publish(ctx: &Ctx) {
         tried: c.tried.clone(),
         ms: c.detect_ms,
     };
-    for p in &md.problems {
-        ctx.warn("datasource", p.to_string());
-    }
     if let Ok(json) = serde_json::to_string_pretty(md)
         && let Err(e) = crate::fsutil::write_atomic(DATASOURCE_JSON, json.as_bytes(), 0o600, false)
     {

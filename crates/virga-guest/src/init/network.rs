@@ -79,6 +79,7 @@ pub fn stage(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
             ctx.error("network", format!("{iface}: {e}"));
         }
         if !outcome.configured.is_empty() {
+            ctx.cloud().network_up = true;
             tracing::info!("static configuration on {}", outcome.configured.join(", "));
         }
         dhcp = (!outcome.dhcp4.is_empty()).then(|| Interfaces::Names(outcome.dhcp4.clone()));
@@ -91,6 +92,9 @@ pub fn stage(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
         };
         match net_config::run_dhcp(&which, Instant::now() + timeout, opts) {
             Ok((service, outcomes)) => {
+                if outcomes.iter().any(|o| o.result.is_ok()) {
+                    ctx.cloud().network_up = true;
+                }
                 for o in &outcomes {
                     match &o.result {
                         Ok(l) => tracing::info!(
