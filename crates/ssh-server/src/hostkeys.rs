@@ -335,6 +335,13 @@ fn write_atomically(path: &Path, data: &[u8], mode: u32) -> Result<(), SshError>
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .map_err(io_err(&tmp, "chmod key file"))?;
     std::fs::rename(&tmp, path).map_err(io_err(path, "rename key file"))?;
+    // The rename is durable only once the directory is: a power cut must never leave a key
+    // pair whose halves come from different generations.
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir, "sync key directory"))?;
+    }
     Ok(())
 }
 
