@@ -6,8 +6,9 @@
 //! ([`Instant`]), the packets it received and a [`RandomSource`], and takes out packets to send
 //! ([`Transmit`]), the next wake-up ([`Client::poll_timeout`]) and [`Event`]s (bound, renewed,
 //! rebound, NAK, lease lost, released). That keeps every timer and retransmission testable with a
-//! fake clock, and lets the unikernel reuse the same core: the crate is `no_std` + `alloc`
-//! (the default `std` feature only adds `std::error::Error` impls).
+//! fake clock. The crate is `no_std` + `alloc` (the default `std` feature only adds
+//! `std::error::Error` impls) so that a `no_std` runtime could use it; the unikernel runtime
+//! does not today: it uses smoltcp's own DHCP client, which is tied to smoltcp's interface.
 //!
 //! * [`wire`]: the BOOTP/DHCP message codec. Parsing is total: it returns [`DhcpError`] on any
 //!   malformed input, never panics and allocates at most a small multiple of the input size.
