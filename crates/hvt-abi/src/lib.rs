@@ -6,7 +6,7 @@
 //! * how the guest is entered ([`BootInfo`], [`layout`]),
 //! * how it calls the host ([`Hypercall`], the argument structs, [`HcResult`]),
 //! * how the ELF declares which ABI it speaks ([`note`]),
-//! * what the monitor's exit status means ([`exit`]).
+//! * what the monitor's exit status means, and how a microvm guest reports its own ([`exit`]).
 //!
 //! # Calling convention
 //! A hypercall is one `out` instruction: `out dx, eax` with `dx = PORT_BASE + nr` and `eax` the
@@ -317,6 +317,10 @@ pub mod note {
 /// `0..=199` is the application's own exit code, passed through unchanged; the values below are
 /// the monitor's and runner's own outcomes.
 pub mod exit {
+    /// The console line that carries a unikernel's exit code to `unikernel-build` on targets
+    /// whose VMM cannot return it (QEMU microvm: QEMU's own exit status can only carry
+    /// `(code << 1) | 1`): `virga-unikernel-exit: CODE` on a line of its own.
+    pub const CONSOLE_MARKER: &str = "virga-unikernel-exit: ";
     /// The application panicked (same code as a panicking Rust process).
     pub const PANIC: u8 = 101;
     /// Bad command line or configuration of the monitor/runner (missing file, bad option).

@@ -25,8 +25,8 @@ pub mod netns;
 pub const LINKER_SCRIPT: &str = include_str!("../../unikernel/link.ld");
 /// Rust target of the bare-metal targets.
 pub const BARE_METAL_TRIPLE: &str = "x86_64-unknown-none";
-/// The console line a microvm unikernel prints with its exit code (see the runtime).
-pub const EXIT_MARKER: &str = "virga-unikernel-exit: ";
+/// The console line a microvm unikernel prints its exit code on (defined in `hvt-abi`).
+pub use hvt_abi::exit::CONSOLE_MARKER as EXIT_MARKER;
 
 /// Where an application runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -16,9 +16,8 @@ static WALL_AT_START: AtomicU64 = AtomicU64::new(0);
 const PVH_MAGIC: u32 = 0x336e_c578;
 /// Heap used when the loader gives no memory map.
 const FALLBACK_HEAP: u64 = 16 * 1024 * 1024;
-/// The console line that carries the exit code to `unikernel-build` (QEMU's own exit status
-/// can only carry `(code << 1) | 1`).
-pub const EXIT_MARKER: &str = "virga-unikernel-exit: ";
+/// The console line that carries the exit code to `unikernel-build`.
+pub use hvt_abi::exit::CONSOLE_MARKER as EXIT_MARKER;
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
     b.get(off..off + 4)
