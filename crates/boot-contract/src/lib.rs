@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub mod cmdline;
 pub mod console;
 pub mod datasource;
+pub mod hostname;
 mod image;
 
 pub use image::{IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry, default_datasources};

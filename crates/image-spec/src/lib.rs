@@ -433,13 +433,9 @@ fn is_deb_name_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.')
 }
 
-/// RFC 1123 label rules, as `sethostname` users expect.
+/// The hostname policy every source is checked against (`boot_contract::hostname`).
 pub fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 63
-        && !h.starts_with('-')
-        && !h.ends_with('-')
-        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    boot_contract::hostname::is_valid(h)
 }
 
 #[cfg(test)]

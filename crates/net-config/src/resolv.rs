@@ -138,10 +138,8 @@ pub fn write_resolv_conf(path: &Path, rc: &ResolvConf) -> Result<bool, NetConfig
 /// Sets the kernel host name. A fully qualified name longer than the kernel's 64-byte limit is
 /// cut to its first label.
 pub fn set_hostname(name: &str) -> Result<(), NetConfigError> {
-    let name = name.trim_end_matches('.');
-    if !is_valid_domain(name) {
-        return Err(NetConfigError::Invalid(format!("host name {name:?}")));
-    }
+    let name = boot_contract::hostname::validate(name)
+        .map_err(|e| NetConfigError::Invalid(e.to_string()))?;
     let name = if name.len() > 64 {
         name.split('.').next().unwrap_or(name)
     } else {

@@ -32,18 +32,9 @@ pub enum HostnameError {
     },
 }
 
-/// RFC 1123 host name: dot-separated labels of letters, digits and `-` (not at either end), each
-/// 1–63 bytes, at most 253 bytes in all.
+/// Whether `h` is a valid host name: the policy of `boot_contract::hostname` (RFC 1123).
 pub fn valid(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
-        })
+    boot_contract::hostname::is_valid(h)
 }
 
 /// The short name: up to the first dot.
@@ -55,11 +46,16 @@ pub fn short(name: &str) -> &str {
 /// `fqdn`, when given and different) to 127.0.1.1. Invalid names are refused before anything
 /// is written, so no metadata can put a newline into a file or onto the console.
 pub fn set(name: &str, fqdn: Option<&str>) -> Result<(), HostnameError> {
-    for n in std::iter::once(name).chain(fqdn) {
-        if !valid(n) {
-            return Err(HostnameError::Invalid(n.to_owned()));
-        }
-    }
+    // The policy trims surrounding whitespace and a trailing dot: what is applied is the
+    // validated form, never the raw input.
+    let check = |n: &str| {
+        boot_contract::hostname::validate(n)
+            .map(str::to_owned)
+            .map_err(|_| HostnameError::Invalid(n.to_owned()))
+    };
+    let name = check(name)?;
+    let fqdn = fqdn.map(check).transpose()?;
+    let name = name.as_str();
     nix::unistd::sethostname(name).map_err(|source| HostnameError::Kernel {
         name: name.to_owned(),
         source,
@@ -74,11 +70,15 @@ pub fn set(name: &str, fqdn: Option<&str>) -> Result<(), HostnameError> {
         path: "/etc/hostname",
         source,
     })?;
-    write_atomic("/etc/hosts", hosts(name, fqdn).as_bytes(), 0o644, false).map_err(|source| {
-        HostnameError::File {
-            path: "/etc/hosts",
-            source,
-        }
+    write_atomic(
+        "/etc/hosts",
+        hosts(name, fqdn.as_deref()).as_bytes(),
+        0o644,
+        false,
+    )
+    .map_err(|source| HostnameError::File {
+        path: "/etc/hosts",
+        source,
     })
 }
 
