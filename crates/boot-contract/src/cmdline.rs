@@ -19,6 +19,14 @@ pub const STAGE_TIMEOUT: &str = "virga.stage_timeout";
 /// (`none`: nothing is searched, nothing is waited for).
 pub const STATE: &str = "virga.state";
 
+/// `virga.slot=A|B`: the system slot GRUB booted (disk images; set by grub.cfg after any
+/// hypervisor-supplied arguments, so it cannot be overridden from there).
+pub const SLOT: &str = "virga.slot";
+/// `virga.boot=try|fallback`: how GRUB chose the slot: `try` = the first good, untried slot in
+/// `ORDER` (marked tried before boot; the system marks it good); `fallback` = every good slot
+/// had been tried without being marked good since, so the first good one booted anyway.
+pub const BOOT_MODE: &str = "virga.boot";
+
 /// One `key` or `key=value` parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Param<'a> {

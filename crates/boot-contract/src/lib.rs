@@ -12,7 +12,7 @@ pub mod cmdline;
 pub mod console;
 mod image;
 
-pub use image::{IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry, default_datasources};
+pub use image::{IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry, SystemImage, default_datasources};
 
 /// Version of this contract. Reported in the ready line and in the status document.
 pub const CONTRACT_VERSION: u32 = 1;
