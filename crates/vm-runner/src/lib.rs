@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use boot_contract::console::KERNEL_PANIC;
 
 pub mod accel;
+pub mod disk;
 pub mod instance;
 
 pub use accel::{Accel, AccelChoice};
@@ -169,6 +170,9 @@ pub struct VmConfig {
     pub log_file: Option<PathBuf>,
     /// Extra QEMU arguments, appended verbatim.
     pub extra_args: Vec<String>,
+    /// Boot this disk through firmware instead of `kernel`/`initrd`; `cmdline` then reaches
+    /// the guest through the disk's GRUB (see [`disk`]).
+    pub disk_boot: Option<disk::DiskBoot>,
 }
 
 impl VmConfig {
@@ -191,7 +195,16 @@ impl VmConfig {
             echo: false,
             log_file: None,
             extra_args: Vec::new(),
+            disk_boot: None,
         }
+    }
+
+    /// Defaults for booting a disk image (see [`disk::DiskBoot`]); `cmdline` holds only the
+    /// host's extra kernel arguments.
+    pub fn for_disk(disk: disk::DiskBoot, cmdline: String, accel: Accel) -> Self {
+        let mut c = Self::new(PathBuf::new(), PathBuf::new(), cmdline, accel);
+        c.disk_boot = Some(disk);
+        c
     }
 
     /// The kernel command line QEMU gets. With user-mode networking, a guest connection to
@@ -261,12 +274,22 @@ impl VmConfig {
         }
         push("-serial");
         push("chardev:con0");
-        push("-kernel");
-        push(&self.kernel.to_string_lossy());
-        push("-initrd");
-        push(&self.initrd.to_string_lossy());
-        push("-append");
-        push(&self.effective_cmdline());
+        match &self.disk_boot {
+            Some(d) => {
+                let cmdline = self.effective_cmdline();
+                for arg in d.qemu_args(&cmdline) {
+                    push(&arg);
+                }
+            }
+            None => {
+                push("-kernel");
+                push(&self.kernel.to_string_lossy());
+                push("-initrd");
+                push(&self.initrd.to_string_lossy());
+                push("-append");
+                push(&self.effective_cmdline());
+            }
+        }
         push("-device");
         push("virtio-rng-pci");
         if let Some(tap) = &self.tap {
@@ -358,7 +381,11 @@ pub fn qemu_available() -> bool {
 impl Vm {
     /// Starts QEMU.
     pub fn launch(cfg: &VmConfig) -> Result<Vm, VmError> {
-        for p in [&cfg.kernel, &cfg.initrd] {
+        let files = match &cfg.disk_boot {
+            Some(d) => vec![&d.image],
+            None => vec![&cfg.kernel, &cfg.initrd],
+        };
+        for p in files {
             if !p.is_file() {
                 return Err(VmError::Missing { path: p.clone() });
             }
