@@ -85,9 +85,18 @@ pub fn bios_prefix(esp_partition: u32) -> String {
 /// GRUB's prefix for UEFI: the partition the EFI binary was loaded from.
 pub const EFI_PREFIX: &str = "/grub";
 
+/// GRUB's module directory: [`GRUB_LIB`], or `$VIRGA_GRUB_LIB` (tests use it to simulate a
+/// missing loader package).
+fn grub_lib() -> PathBuf {
+    std::env::var_os("VIRGA_GRUB_LIB")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(GRUB_LIB))
+}
+
 /// What `grub-mkimage` needs to be found.
 fn platform_dir(platform: &str) -> Result<PathBuf, DiskImageError> {
-    let dir = Path::new(GRUB_LIB).join(platform);
+    let dir = grub_lib().join(platform);
     let package = if platform == "i386-pc" {
         BIOS_PACKAGE
     } else {
