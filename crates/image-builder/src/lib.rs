@@ -303,7 +303,6 @@ pub fn build(
 
     // 4. initramfs.
     let t = Instant::now();
-    next_step("initramfs", progress);
     let mut tree = base_tree(spec);
     let mut module_entries = Vec::new();
     if let Some(index) = &index {
@@ -361,6 +360,7 @@ pub fn build(
     } else {
         None
     };
+    next_step("initramfs", progress);
     let config = ImageConfig {
         contract: CONTRACT_VERSION,
         name: spec.name.clone(),
