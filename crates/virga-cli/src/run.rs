@@ -586,6 +586,45 @@ mod tests {
     }
 
     #[test]
+    fn disk_overlay_keeps_the_instance_and_refuses_a_rebuilt_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let disk = d.path().join("virga.raw");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        // Without --state: a fresh overlay in the runtime directory, no kept instance id.
+        let (ov, id) = disk_overlay(&disk, None, d.path()).unwrap();
+        assert_eq!(ov, d.path().join("disk.qcow2"));
+        assert!(id.is_none());
+        assert_eq!(vm_runner::disk::detect_format(&ov).unwrap(), "qcow2");
+        // With --state: made once, reused with the same instance id.
+        let state = d.path().join("vm.qcow2");
+        let (a, id1) = disk_overlay(&disk, Some(&state), d.path()).unwrap();
+        let (b, id2) = disk_overlay(&disk, Some(&state), d.path()).unwrap();
+        assert_eq!(
+            (a.as_path(), b.as_path()),
+            (state.as_path(), state.as_path())
+        );
+        assert!(id1.is_some());
+        assert_eq!(id1, id2);
+        // A rebuilt disk under the same name: the overlay would no longer match it.
+        std::fs::write(&disk, vec![0u8; 2 << 20]).unwrap();
+        let e = disk_overlay(&disk, Some(&state), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("another build") && e.contains("delete it"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn firmware_needs_a_disk_and_uefi_defaults() {
+        assert!(parse(&["--firmware", "uefi"]).is_err());
+        let a = parse(&["--disk", "x.qcow2", "--firmware", "uefi"]).unwrap();
+        assert_eq!(a.firmware, FirmwareArg::Uefi);
+        assert!(a.machine.is_none() && a.instance.seed_bus.is_none());
+    }
+
+    #[test]
     fn forward_is_repeatable_and_checked() {
         let a = parse(&["--forward", "2222:2222", "--forward", "8080:80"]).unwrap();
         assert_eq!(a.forwards, vec![(2222, 2222), (8080, 80)]);
