@@ -1,5 +1,5 @@
 //! End-to-end: the bootable disk image. Built in every format and checked with the real tools
-//! (sgdisk, blkid, fsck.vfat, e2fsck, veritysetup, qemu-img), built twice for byte-identical
+//! (sgdisk, systemd-dissect, blkid, fsck.vfat, e2fsck, veritysetup, qemu-img), built twice for byte-identical
 //! output, booted to ready under SeaBIOS and OVMF, rebooted with its own state partition, and
 //! refused with clear errors on bad input.
 
@@ -98,6 +98,32 @@ fn disk_in_every_format_passes_the_tools() {
     assert!(d.size.is_multiple_of(1 << 20));
     let v = ok(Command::new("sgdisk").arg("-v").arg(&raw), "gdisk");
     assert!(v.contains("No problems found"), "{v}");
+
+    // systemd recognises the UAPI layout: /usr (with its os-release), its verity partition,
+    // the ESP and /var (grow-fs). systemd-dissect attaches a loop device to read the image.
+    let dissect = ok(
+        Command::new("systemd-dissect")
+            .args(["--json=short"])
+            .arg(&raw),
+        "systemd-container",
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(dissect.trim()).unwrap_or_else(|e| panic!("{e}: {dissect}"));
+    assert!(j["osRelease"].to_string().contains("ID=virga"), "{dissect}");
+    let mounts = j["mounts"].as_array().unwrap();
+    let by = |designator: &str| {
+        mounts
+            .iter()
+            .find(|m| m["designator"] == designator)
+            .unwrap_or_else(|| panic!("no {designator} in {dissect}"))
+    };
+    assert_eq!(by("usr")["partition_label"], "usr-A");
+    assert_eq!(by("usr")["fstype"], "squashfs");
+    assert_eq!(by("usr")["partition_uuid"], part(&d, "usr-A").guid.as_str());
+    assert_eq!(by("usr-verity")["partition_label"], "usr-A-verity");
+    assert_eq!(by("esp")["fstype"], "vfat");
+    assert_eq!(by("var")["partition_label"], "virga-state");
+    assert_eq!(by("var")["growfs"], true);
 
     // qcow2 (compressed), vmdk, fixed vhd.
     ok(
