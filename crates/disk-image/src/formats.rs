@@ -132,37 +132,69 @@ pub fn convert(
     }
 }
 
-/// Replaces the VMDK descriptor's random `CID=xxxxxxxx` with a derived one.
+/// Replaces the VMDK descriptor's random content ID (`CID=` line, written by qemu-img as
+/// 1-8 hex digits) with a derived 8-digit one. The embedded descriptor is found through the
+/// sparse header (`descriptorOffset`, `descriptorSize`, in sectors) and rewritten in place,
+/// NUL-padded to its area.
 fn fix_vmdk_cid(path: &Path, seed: &[u8]) -> Result<(), DiskImageError> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let io = |e| DiskImageError::io(path, e);
+    let bad = |m: &str| DiskImageError::Invalid(format!("{}: {m}", path.display()));
     let mut f = std::fs::File::options()
         .read(true)
         .write(true)
         .open(path)
         .map_err(io)?;
-    let mut head = vec![0u8; 64 * 1024];
-    let n = f.read(&mut head).map_err(io)?;
-    head.truncate(n);
-    let at = head
-        .windows(5)
-        .position(|w| w == b"\nCID=")
-        .ok_or_else(|| {
-            DiskImageError::Invalid(format!(
-                "{}: no CID= in the VMDK descriptor",
-                path.display()
-            ))
-        })?
-        + 5;
-    let cid = format!("{:08x}", crate::guid::volume_id(seed, "vmdk-cid"));
-    if head.len() < at + 8 || !head[at..at + 8].iter().all(u8::is_ascii_hexdigit) {
-        return Err(DiskImageError::Invalid(format!(
-            "{}: unexpected CID= in the VMDK descriptor",
-            path.display()
-        )));
+    let mut header = [0u8; 512];
+    f.read_exact(&mut header).map_err(io)?;
+    if &header[..4] != b"KDMV" {
+        return Err(bad("not a sparse VMDK"));
     }
-    f.seek(SeekFrom::Start(at as u64)).map_err(io)?;
-    f.write_all(cid.as_bytes()).map_err(io)?;
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&header[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let (desc_sector, desc_sectors) = (u64_at(28), u64_at(36));
+    if desc_sector == 0 || desc_sectors == 0 || desc_sectors > 2048 {
+        return Err(bad("no embedded VMDK descriptor"));
+    }
+    let mut area = vec![0u8; (desc_sectors * 512) as usize];
+    f.seek(SeekFrom::Start(desc_sector * 512)).map_err(io)?;
+    f.read_exact(&mut area).map_err(io)?;
+    let len = area.iter().position(|b| *b == 0).unwrap_or(area.len());
+    let text = std::str::from_utf8(&area[..len]).map_err(|_| bad("descriptor is not text"))?;
+    let cid = format!("CID={:08x}", crate::guid::volume_id(seed, "vmdk-cid"));
+    let mut found = false;
+    let new: Vec<String> = text
+        .split('\n')
+        .map(|line| {
+            let hex = line.strip_prefix("CID=");
+            match hex {
+                Some(h)
+                    if !found
+                        && !h.is_empty()
+                        && h.len() <= 8
+                        && h.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                {
+                    found = true;
+                    cid.clone()
+                }
+                _ => line.to_owned(),
+            }
+        })
+        .collect();
+    if !found {
+        return Err(bad("no CID= line in the VMDK descriptor"));
+    }
+    let new = new.join("\n");
+    if new.len() >= area.len() {
+        return Err(bad("the VMDK descriptor does not fit its area"));
+    }
+    area.fill(0);
+    area[..new.len()].copy_from_slice(new.as_bytes());
+    f.seek(SeekFrom::Start(desc_sector * 512)).map_err(io)?;
+    f.write_all(&area).map_err(io)?;
     Ok(())
 }
 
@@ -204,6 +236,36 @@ fn fix_vhd_footer(path: &Path, seed: &[u8], mtime: u64) -> Result<(), DiskImageE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// qemu-img writes the content ID without zero padding (`CID=%x`): 1 to 8 digits. Every
+    /// length becomes the same derived 8 digits.
+    #[test]
+    fn vmdk_cid_of_any_length_becomes_the_derived_one() {
+        let d = tempfile::tempdir().unwrap();
+        let mut outputs = Vec::new();
+        for cid in ["abc1234", "40d5c36e", "7"] {
+            let mut img = vec![0u8; 4 * 512];
+            img[..4].copy_from_slice(b"KDMV");
+            img[28..36].copy_from_slice(&1u64.to_le_bytes());
+            img[36..44].copy_from_slice(&2u64.to_le_bytes());
+            let desc = format!("# Disk DescriptorFile\nversion=1\nCID={cid}\nparentCID=ffffffff\n");
+            img[512..512 + desc.len()].copy_from_slice(desc.as_bytes());
+            let p = d.path().join("x.vmdk");
+            std::fs::write(&p, &img).unwrap();
+            fix_vmdk_cid(&p, b"seed").unwrap();
+            let out = std::fs::read(&p).unwrap();
+            let text = String::from_utf8_lossy(&out[512..1536])
+                .trim_end_matches('\0')
+                .to_owned();
+            assert!(text.contains("\nparentCID=ffffffff\n"), "{text}");
+            outputs.push(out);
+        }
+        assert_eq!(outputs[0], outputs[1]);
+        assert_eq!(outputs[1], outputs[2]);
+        let p = d.path().join("y.vmdk");
+        std::fs::write(&p, vec![0u8; 1024]).unwrap();
+        assert!(fix_vmdk_cid(&p, b"seed").is_err());
+    }
 
     #[test]
     fn names_round_trip_and_unknown_is_clear() {
