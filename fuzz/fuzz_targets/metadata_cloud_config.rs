@@ -1,4 +1,7 @@
 //! cloud-config YAML, write_files planning and merging.
+//!
+//! Run with inputs large enough for expansion bombs (see `fuzz/options/`):
+//! `cargo fuzz run -s none metadata_cloud_config -- -max_len=1048576 -max_total_time=60`
 #![no_main]
 
 use cloud_metadata::cloud_config::parse_cloud_config;

@@ -1,5 +1,8 @@
 //! The EC2 IMDS state machine fed arbitrary outcomes: the input is a script of responses
 //! (a status byte pair, a length byte and a body, or a failure), consumed one per request.
+//!
+//! Run with inputs large enough for expansion bombs (see `fuzz/options/`):
+//! `cargo fuzz run -s none metadata_ec2_responses -- -max_len=1048576 -max_total_time=60`
 #![no_main]
 
 use cloud_metadata::Limits;

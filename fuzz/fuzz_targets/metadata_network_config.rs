@@ -1,4 +1,7 @@
 //! network-config v1 / v2 (YAML or JSON).
+//!
+//! Run with inputs large enough for expansion bombs (see `fuzz/options/`):
+//! `cargo fuzz run -s none metadata_network_config -- -max_len=1048576 -max_total_time=60`
 #![no_main]
 
 use cloud_metadata::Limits;

@@ -1,4 +1,7 @@
 //! OpenStack `network_data.json`.
+//!
+//! Run with inputs large enough for expansion bombs (see `fuzz/options/`):
+//! `cargo fuzz run -s none metadata_network_data -- -max_len=1048576 -max_total_time=60`
 #![no_main]
 
 use cloud_metadata::Limits;

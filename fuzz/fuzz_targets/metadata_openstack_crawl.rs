@@ -1,5 +1,8 @@
 //! The OpenStack / config drive crawler fed arbitrary outcomes (same script format as
 //! metadata_ec2_responses, with longer bodies).
+//!
+//! Run with inputs large enough for expansion bombs (see `fuzz/options/`):
+//! `cargo fuzz run -s none metadata_openstack_crawl -- -max_len=1048576 -max_total_time=60`
 #![no_main]
 
 use cloud_metadata::http::{Crawler, HttpOutcome, Step};

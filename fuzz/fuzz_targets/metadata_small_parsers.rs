@@ -1,5 +1,8 @@
 //! The small text parsers: SSH public keys, write_files paths, `ds=nocloud` seed strings,
 //! frequencies, version listings.
+//!
+//! Run with inputs large enough for expansion bombs (see `fuzz/options/`):
+//! `cargo fuzz run -s none metadata_small_parsers -- -max_len=1048576 -max_total_time=60`
 #![no_main]
 
 use cloud_metadata::frequency::{Frequency, RunContext, marker_name};

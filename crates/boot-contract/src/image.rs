@@ -85,7 +85,7 @@ fn yes() -> bool {
 
 /// The datasource order of an image that does not say: local sources first, then network ones.
 pub fn default_datasources() -> Vec<String> {
-    ["nocloud", "configdrive", "openstack", "ec2", "none"]
+    crate::datasource::DEFAULT_ORDER
         .iter()
         .map(|s| s.to_string())
         .collect()

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod cmdline;
 pub mod console;
+pub mod datasource;
 mod image;
 
 pub use image::{IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry, SystemImage, default_datasources};

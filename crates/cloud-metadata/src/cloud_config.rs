@@ -2,7 +2,9 @@
 //!
 //! Supported keys: `hostname`, `fqdn`, `prefer_fqdn_over_hostname`, `preserve_hostname`,
 //! `manage_etc_hosts`, `users`, `groups`, `ssh_authorized_keys`, `disable_root`,
-//! `write_files`, `bootcmd`, `runcmd`, `final_message`, `power_state`. Every other top-level
+//! `write_files`, `bootcmd`, `runcmd`, `final_message`, `power_state`, and `ssh_pwauth`
+//! (`false` silently: virga never accepts passwords; `true` is a warning). `hostname` and
+//! `fqdn` must be valid hostnames ([`crate::hostname`]). Every other top-level
 //! key is listed in [`CloudConfig::unknown_keys`] (with a warning) and parsing goes on; a
 //! supported key with a malformed value is dropped with a warning. Only YAML that does not
 //! parse at all, or a top level that is not a mapping, is an error.
@@ -240,6 +242,7 @@ pub const SUPPORTED_KEYS: &[&str] = &[
     "runcmd",
     "final_message",
     "power_state",
+    "ssh_pwauth",
 ];
 
 /// Parses one cloud-config document (the `#cloud-config` line is a YAML comment). The size
@@ -267,8 +270,36 @@ pub fn cloud_config_from_node(node: &Node, limits: &Limits) -> Result<CloudConfi
     for (key, value) in entries {
         let key = key.as_str();
         match key {
-            "hostname" => cc.hostname = string(value, key, w),
-            "fqdn" => cc.fqdn = string(value, key, w),
+            "hostname" | "fqdn" => {
+                let name = string(value, key, w).and_then(|h| {
+                    match crate::hostname::validate(&h) {
+                        Ok(v) => Some(v.to_owned()),
+                        Err(e) => {
+                            w.push(format!("cloud-config: {key}: {e}; ignored"));
+                            None
+                        }
+                    }
+                });
+                if key == "hostname" {
+                    cc.hostname = name;
+                } else {
+                    cc.fqdn = name;
+                }
+            }
+            // virga's SSH server never accepts passwords: `false` (and cloud-init's
+            // `unchanged`) is what it does anyway, `true` cannot be honoured.
+            "ssh_pwauth" => match value.as_bool_loose() {
+                Some(false) => {}
+                _ if matches!(value, Node::Str(s) if s.eq_ignore_ascii_case("unchanged")) => {}
+                Some(true) => w.push(
+                    "cloud-config: ssh_pwauth: true is ignored: virga's SSH server never accepts passwords"
+                        .to_owned(),
+                ),
+                None => w.push(format!(
+                    "cloud-config: ssh_pwauth: expected a boolean, found {}; ignored",
+                    value.kind()
+                )),
+            },
             "prefer_fqdn_over_hostname" => cc.prefer_fqdn_over_hostname = boolean(value, key, w),
             "preserve_hostname" => cc.preserve_hostname = boolean(value, key, w),
             "disable_root" => cc.disable_root = boolean(value, key, w),
@@ -989,6 +1020,36 @@ apt:\n  preserve_sources_list: true\npackages: [vim]\n"
         ] {
             assert!(w.contains(needle), "missing warning about {needle}: {w}");
         }
+    }
+
+    #[test]
+    fn ssh_pwauth() {
+        for quiet in ["false", "no", "False", "unchanged", "0"] {
+            let c = cc(&format!("ssh_pwauth: {quiet}\n"));
+            assert!(c.warnings.is_empty(), "{quiet}: {:?}", c.warnings);
+            assert!(c.unknown_keys.is_empty());
+        }
+        let c = cc("ssh_pwauth: true\n");
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("never accepts passwords"), "{c:?}");
+        assert!(c.unknown_keys.is_empty());
+        assert!(cc("ssh_pwauth: [x]\n").warnings[0].contains("expected a boolean"));
+    }
+
+    #[test]
+    fn hostnames_are_validated() {
+        let c = cc("hostname: \"evil\\n=== forged\"\nfqdn: good.example.com\n");
+        assert_eq!(c.hostname, None);
+        assert_eq!(c.fqdn.as_deref(), Some("good.example.com"));
+        assert!(
+            c.warnings[0].starts_with("cloud-config: hostname: hostname"),
+            "{:?}",
+            c.warnings
+        );
+        assert!(!c.warnings[0].contains('\n'));
+        let c = cc("hostname: ok-name\nfqdn: bad_name.example\n");
+        assert_eq!(c.hostname.as_deref(), Some("ok-name"));
+        assert_eq!(c.fqdn, None);
     }
 
     #[test]

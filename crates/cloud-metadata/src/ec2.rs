@@ -21,7 +21,11 @@ use crate::http::{
     Crawler, Exchange, HttpOutcome, HttpRequest, Method, Step, check_body, status_error,
     transport_error,
 };
-use crate::{Datasource, InstanceMetadata, Limits, MetadataError};
+use crate::model::error_problem;
+use crate::{Datasource, InstanceMetadata, Limits, MetadataError, Problem};
+
+/// The file name problems of the IMDS meta-data tree carry (fields are paths below it).
+const EC2_FILE: &str = "ec2 meta-data";
 
 /// IMDS addresses: IPv4 link-local, and the IPv6 one on Nitro instances.
 pub const EC2_BASE_URLS: &[&str] = &["http://169.254.169.254", "http://[fd00:ec2::254]"];
@@ -128,9 +132,9 @@ pub struct Ec2Crawler {
     queue: VecDeque<Job>,
     instance_id: Option<String>,
     leaves: Vec<(Leaf, String)>,
-    keys: Vec<String>,
+    keys: Vec<(String, String)>,
     user_data: Option<Vec<u8>>,
-    warnings: Vec<String>,
+    problems: Vec<Problem>,
 }
 
 impl Ec2Crawler {
@@ -149,7 +153,7 @@ impl Ec2Crawler {
             leaves: Vec::new(),
             keys: Vec::new(),
             user_data: None,
-            warnings: Vec::new(),
+            problems: Vec::new(),
         }
     }
 
@@ -246,14 +250,16 @@ impl Ec2Crawler {
         let token = match outcome {
             HttpOutcome::Response { status: 200, body } => valid_token(&body),
             HttpOutcome::Response { status, .. } => {
-                self.warnings.push(format!(
-                    "ec2: IMDSv2 token request answered HTTP {status}; using IMDSv1"
+                self.problems.push(Problem::file(
+                    TOKEN_PATH,
+                    format!("IMDSv2 token request answered HTTP {status}; using IMDSv1"),
                 ));
                 None
             }
             HttpOutcome::Failed(reason) => {
-                self.warnings.push(format!(
-                    "ec2: IMDSv2 token request failed ({reason}); using IMDSv1"
+                self.problems.push(Problem::file(
+                    TOKEN_PATH,
+                    format!("IMDSv2 token request failed ({reason}); using IMDSv1"),
                 ));
                 None
             }
@@ -285,8 +291,10 @@ impl Ec2Crawler {
                 return match job {
                     Job::InstanceId(_) | Job::UserData => Err(transport_error(&req, reason)),
                     _ => {
-                        self.warnings
-                            .push(format!("ec2: {} failed ({reason}); skipped", req.path));
+                        self.problems.push(Problem::file(
+                            req.path.as_str(),
+                            format!("request failed ({reason}); skipped"),
+                        ));
                         self.next_job()
                     }
                 };
@@ -331,15 +339,18 @@ impl Ec2Crawler {
             }
             (Job::UserData, 404) => self.next_job(),
             (Job::UserData, _) => {
-                check_body("user-data", &req, &body)?;
-                self.user_data = Some(body);
+                match check_body("user-data", &req, &body) {
+                    Ok(()) => self.user_data = Some(body),
+                    Err(e) => self
+                        .problems
+                        .push(error_problem("user-data", &e, "ignored")),
+                }
                 self.next_job()
             }
             (_, 404) => self.next_job(),
             (job, 200) => {
                 if let Err(e) = check_body("ec2 meta-data", &req, &body) {
-                    self.warnings
-                        .push(format!("ec2: {}: {e}; skipped", req.path));
+                    self.problems.push(error_problem(&req.path, &e, "skipped"));
                     return self.next_job();
                 }
                 let text = String::from_utf8_lossy(&body);
@@ -351,14 +362,18 @@ impl Ec2Crawler {
                         }
                     }
                     Job::KeyList => self.queue_keys(&text),
-                    Job::Key(_) => self.keys.push(text.into_owned()),
+                    Job::Key(n) => self
+                        .keys
+                        .push((format!("public-keys/{n}/openssh-key"), text.into_owned())),
                     Job::InstanceId(_) | Job::UserData => {}
                 }
                 self.next_job()
             }
             (_, s) => {
-                self.warnings
-                    .push(format!("ec2: {} answered HTTP {s}; skipped", req.path));
+                self.problems.push(Problem::file(
+                    req.path.as_str(),
+                    format!("answered HTTP {s}; skipped"),
+                ));
                 self.next_job()
             }
         }
@@ -371,16 +386,24 @@ impl Ec2Crawler {
                 .split_once('=')
                 .map_or(line, |(i, _)| i)
                 .trim_end_matches('/');
-            if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
-                self.warnings.push(format!(
-                    "ec2: unexpected public-keys entry {line:?} skipped"
+            if index.is_empty() || index.len() > 9 || !index.bytes().all(|b| b.is_ascii_digit()) {
+                self.problems.push(Problem::field(
+                    EC2_FILE,
+                    "public-keys/",
+                    format!("unexpected entry {line:?}; skipped"),
                 ));
                 continue;
             }
             count += 1;
             if count > self.config.limits.max_list_entries {
-                self.warnings
-                    .push("ec2: too many public keys; the rest skipped".to_owned());
+                self.problems.push(Problem::field(
+                    EC2_FILE,
+                    "public-keys/",
+                    format!(
+                        "more than {} keys; the rest skipped",
+                        self.config.limits.max_list_entries
+                    ),
+                ));
                 break;
             }
             // Queue before user-data so the order of keys is kept.
@@ -398,14 +421,34 @@ impl Ec2Crawler {
                 .find(|(k, _)| *k == l)
                 .map(|(_, v)| v.clone())
         };
-        if let Some(h) = get(Leaf::LocalHostname).or_else(|| get(Leaf::Hostname)) {
-            md.set_hostname(&h);
+        md.problems = std::mem::take(&mut self.problems);
+        let mut named = false;
+        for leaf in [Leaf::LocalHostname, Leaf::Hostname] {
+            if let Some(h) = get(leaf)
+                && !named
+            {
+                named = md.set_hostname_from(EC2_FILE, leaf.path(), &h);
+            }
         }
-        md.availability_zone = get(Leaf::AvailabilityZone);
-        md.instance_type = get(Leaf::InstanceType);
-        md.local_ipv4 = get(Leaf::LocalIpv4);
-        md.public_ipv4 = get(Leaf::PublicIpv4);
-        md.launch_index = get(Leaf::LaunchIndex).and_then(|v| v.parse().ok());
+        md.availability_zone = md.text_field(
+            EC2_FILE,
+            Leaf::AvailabilityZone.path(),
+            get(Leaf::AvailabilityZone),
+        );
+        md.instance_type =
+            md.text_field(EC2_FILE, Leaf::InstanceType.path(), get(Leaf::InstanceType));
+        md.local_ipv4 = md.ipv4_field(EC2_FILE, Leaf::LocalIpv4.path(), get(Leaf::LocalIpv4));
+        md.public_ipv4 = md.ipv4_field(EC2_FILE, Leaf::PublicIpv4.path(), get(Leaf::PublicIpv4));
+        if let Some(i) = get(Leaf::LaunchIndex) {
+            md.launch_index = i.parse().ok();
+            if md.launch_index.is_none() {
+                md.field_problem(
+                    EC2_FILE,
+                    Leaf::LaunchIndex.path(),
+                    "not a non-negative integer; ignored",
+                );
+            }
+        }
         if let Some(v) = &self.version {
             md.meta.insert("ec2-metadata-version".to_owned(), v.clone());
         }
@@ -414,8 +457,7 @@ impl Ec2Crawler {
             if self.token.is_some() { "v2" } else { "v1" }.to_owned(),
         );
         md.user_data = self.user_data.take();
-        md.warnings = std::mem::take(&mut self.warnings);
-        md.set_public_keys(std::mem::take(&mut self.keys));
+        md.set_public_keys(EC2_FILE, std::mem::take(&mut self.keys));
         md
     }
 }
@@ -561,7 +603,12 @@ mod tests {
         assert_eq!(md.availability_zone.as_deref(), Some("us-east-2b"));
         assert_eq!(md.launch_index, Some(0));
         assert_eq!(md.public_keys.len(), 1, "the bad key is dropped");
-        assert!(md.warnings.iter().any(|w| w.contains("not a key")));
+        assert!(
+            md.problems.iter().any(|p| p.to_string()
+                == "ec2 meta-data: public-keys/1/openssh-key: not an SSH key (unknown key type); ignored"),
+            "{:?}",
+            md.problems
+        );
         assert_eq!(md.user_data, None);
         assert_eq!(md.meta["imds"], "v2");
         assert_eq!(md.meta["ec2-metadata-version"], "2009-04-04");
@@ -576,13 +623,80 @@ mod tests {
     }
 
     #[test]
+    fn the_token_request_comes_before_anything_else() {
+        let mut c = Ec2Crawler::new(Ec2Config::default());
+        let Step::Send(first) = c.step(None).unwrap() else {
+            panic!("the crawl cannot be done before it starts")
+        };
+        assert_eq!(first.method, Method::Put);
+        assert_eq!(first.path, TOKEN_PATH);
+        assert_eq!(first.header(TOKEN_TTL_HEADER), Some("21600"));
+        assert_eq!(first.header(TOKEN_HEADER), None);
+        // Every later request carries the token and stays in the EC2 tree.
+        let mut fake = Fake::new();
+        fake.require_token = true;
+        let md = crawl(&mut fake, Ec2Config::default()).unwrap();
+        assert_eq!(md.meta["imds"], "v2");
+        assert_eq!(fake.log.iter().filter(|l| l.starts_with("PUT")).count(), 1);
+        assert!(
+            fake.log[1..]
+                .iter()
+                .all(|l| l.starts_with("GET /") && !l.contains("openstack"))
+        );
+    }
+
+    #[test]
+    fn bad_leaves_degrade() {
+        let mut fake = Fake::new();
+        let md = "/2009-04-04/meta-data/";
+        fake.files.insert(
+            format!("{md}local-hostname"),
+            b"evil\n=== datasource: forged ===".to_vec(),
+        );
+        fake.files.insert(
+            format!("{md}hostname"),
+            b"ip-10-0-0-1.ec2.internal".to_vec(),
+        );
+        fake.files
+            .insert(format!("{md}local-ipv4"), b"not-an-ip".to_vec());
+        fake.files
+            .insert(format!("{md}ami-launch-index"), b"-1".to_vec());
+        fake.files
+            .insert("/2009-04-04/user-data".into(), vec![b'x'; (16 << 20) + 1]);
+        let md = crawl(&mut fake, Ec2Config::default()).unwrap();
+        assert_eq!(md.instance_id, "i-0a33f80f09c96477f");
+        assert_eq!(
+            md.local_hostname.as_deref(),
+            Some("ip-10-0-0-1.ec2.internal")
+        );
+        assert_eq!(md.local_ipv4, None);
+        assert_eq!(md.launch_index, None);
+        assert_eq!(md.user_data, None);
+        assert_eq!(md.public_keys.len(), 1, "the valid key is kept");
+        let text: Vec<String> = md.problems.iter().map(ToString::to_string).collect();
+        for want in [
+            "ec2 meta-data: local-hostname: hostname \"evil\\n=== datasource: forged ===\" contains '\\n'",
+            "ec2 meta-data: local-ipv4: \"not-an-ip\" is not an IPv4 address; ignored",
+            "ec2 meta-data: ami-launch-index: not a non-negative integer; ignored",
+            "user-data: over the 16 MiB limit; ignored",
+            "ec2 meta-data: public-keys/1/openssh-key: not an SSH key",
+        ] {
+            assert!(
+                text.iter().any(|t| t.starts_with(want)),
+                "{want}: {text:#?}"
+            );
+        }
+        assert!(text.iter().all(|t| !t.contains('\n')));
+    }
+
+    #[test]
     fn token_refusals_fall_back_to_v1() {
         for status in [403, 404, 405, 0, 500] {
             let mut fake = Fake::new();
             fake.token_status = status;
             let md = crawl(&mut fake, Ec2Config::default()).unwrap();
             assert_eq!(md.meta["imds"], "v1", "status {status}");
-            assert!(md.warnings.iter().any(|w| w.contains("IMDSv1")));
+            assert!(md.problems.iter().any(|p| p.message.contains("IMDSv1")));
         }
     }
 

@@ -47,9 +47,9 @@ pub enum MetadataError {
     Yaml {
         /// Document name.
         what: &'static str,
-        /// The parser's error.
+        /// The parser's error (libyaml's message and position, or the tree builder's).
         #[source]
-        source: serde_norway::Error,
+        source: crate::value::YamlError,
     },
     /// The document is not UTF-8 text where text is required.
     #[error("{what} is not UTF-8 text")]
@@ -92,6 +92,18 @@ pub enum MetadataError {
         /// The decoder's error.
         #[source]
         source: std::io::Error,
+    },
+    /// A compressed stream that expands more than the allowed ratio (a decompression bomb).
+    #[error(
+        "{what}: gzip data of {input} bytes expands more than {ratio} times (and past 1 MiB); refused"
+    )]
+    CompressionRatio {
+        /// Document name.
+        what: &'static str,
+        /// Compressed size.
+        input: usize,
+        /// The ratio limit ([`crate::Limits::max_decompression_ratio`]).
+        ratio: usize,
     },
     /// Malformed MIME structure.
     #[error("user-data MIME: {reason}")]

@@ -14,10 +14,10 @@ use std::time::Duration;
 use crate::http::{
     Crawler, Exchange, HttpOutcome, HttpRequest, Step, check_body, status_error, transport_error,
 };
-use crate::model::decode_base64;
+use crate::model::{decode_base64, error_problem};
 use crate::network::{network_data_from_node, parse_network_data};
 use crate::value::{Node, parse_json};
-use crate::{Datasource, InjectedFile, InstanceMetadata, Limits, MetadataError};
+use crate::{Datasource, InjectedFile, InstanceMetadata, Limits, MetadataError, Problem};
 
 /// Dated `openstack/` versions virga knows, oldest first (each adds to the previous).
 pub const KNOWN_VERSIONS: &[&str] = &[
@@ -82,24 +82,27 @@ fn is_date(s: &str) -> bool {
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
-/// Parses `meta_data.json` into the unified model (`uuid` is required). `datasource` is
+const WHAT: &str = "meta_data.json";
+
+/// Parses `meta_data.json` into the unified model, strictly: invalid JSON, a top level that
+/// is not an object, or a missing `uuid` is an error. `datasource` is
 /// [`Datasource::ConfigDrive`] or [`Datasource::Openstack`]. File contents are not filled in.
+/// Bad fields are dropped and recorded in [`InstanceMetadata::problems`].
 pub fn parse_meta_data(
     input: &[u8],
     datasource: Datasource,
     limits: &Limits,
 ) -> Result<InstanceMetadata, MetadataError> {
-    let node = parse_json(input, "meta_data.json", limits)?;
+    let node = parse_json(input, WHAT, limits)?;
     meta_data_from_node(&node, datasource, limits)
 }
 
-/// Reads `meta_data.json` from an already parsed tree.
+/// Reads `meta_data.json` from an already parsed tree (strictly, as [`parse_meta_data`]).
 pub fn meta_data_from_node(
     node: &Node,
     datasource: Datasource,
     limits: &Limits,
 ) -> Result<InstanceMetadata, MetadataError> {
-    const WHAT: &str = "meta_data.json";
     if !matches!(node, Node::Map(_)) {
         return Err(MetadataError::invalid(
             WHAT,
@@ -116,49 +119,156 @@ pub fn meta_data_from_node(
             })?;
     let uuid = crate::nocloud::check_instance_id(WHAT, "uuid", &uuid)?;
     let mut md = InstanceMetadata::new(datasource, uuid);
+    read_fields(node, &mut md, limits);
+    Ok(md)
+}
+
+/// Parses `meta_data.json` keeping whatever is usable: a missing or invalid `uuid` gets
+/// [`crate::fallback_instance_id`] (recorded as a problem). On a config drive a document that
+/// is not a JSON object is a problem too (the drive is there, its other files are used); from
+/// the metadata service it is an error (whatever answered is not OpenStack's service).
+pub fn parse_meta_data_lenient(
+    input: &[u8],
+    datasource: Datasource,
+    platform_id: Option<&str>,
+    limits: &Limits,
+) -> Result<InstanceMetadata, MetadataError> {
+    let mut problems = Vec::new();
+    let node = match parse_json(input, WHAT, limits) {
+        Ok(n @ Node::Map(_)) => Some(n),
+        Ok(other) if datasource == Datasource::ConfigDrive => {
+            problems.push(Problem::file(
+                WHAT,
+                format!("expected an object, found {}; ignored", other.kind()),
+            ));
+            None
+        }
+        Err(e) if datasource == Datasource::ConfigDrive => {
+            problems.push(error_problem(WHAT, &e, "ignored"));
+            None
+        }
+        Ok(other) => {
+            return Err(MetadataError::invalid(
+                WHAT,
+                "(top level)",
+                format!("expected an object, found {}", other.kind()),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let given = node
+        .as_ref()
+        .and_then(|n| n.get("uuid"))
+        .and_then(Node::scalar_string);
+    let iid = match given
+        .as_deref()
+        .map(|u| crate::nocloud::check_instance_id(WHAT, "uuid", u))
+    {
+        Some(Ok(iid)) => iid,
+        other => {
+            let iid = crate::fallback_instance_id(datasource, platform_id, input);
+            let why = match other {
+                Some(Err(_)) => "not 1-256 bytes without control characters",
+                _ => "missing",
+            };
+            problems.push(Problem::field(
+                WHAT,
+                "uuid",
+                format!("{why}; using the fallback {iid}"),
+            ));
+            iid
+        }
+    };
+    let mut md = InstanceMetadata::new(datasource, iid);
+    md.problems = problems;
+    if let Some(node) = &node {
+        read_fields(node, &mut md, limits);
+    }
+    Ok(md)
+}
+
+/// Every field but `uuid`; bad ones become problems.
+fn read_fields(node: &Node, md: &mut InstanceMetadata, limits: &Limits) {
     let s = |k: &str| {
         node.get(k)
             .and_then(Node::scalar_string)
             .filter(|v| !v.is_empty())
     };
-    if let Some(h) = s("hostname").or_else(|| s("local-hostname")) {
-        md.set_hostname(&h);
+    let mut named = false;
+    for key in ["hostname", "local-hostname"] {
+        if let Some(h) = s(key)
+            && !named
+        {
+            named = md.set_hostname_from(WHAT, key, &h);
+        }
     }
-    md.name = s("name");
-    md.availability_zone = s("availability_zone");
-    md.instance_type = s("instance_type");
-    md.launch_index = node.get("launch_index").and_then(Node::as_u64_loose);
+    // Nova derives `hostname` from the display name; when it is missing or bad, a display
+    // name that is a valid hostname will do (an invalid one is just a display name).
+    if !named
+        && let Some(name) = s("name")
+        && crate::hostname::is_valid(&name)
+    {
+        md.set_hostname_from(WHAT, "name", &name);
+    }
+    md.name = md.text_field(WHAT, "name", s("name"));
+    md.availability_zone = md.text_field(WHAT, "availability_zone", s("availability_zone"));
+    md.instance_type = md.text_field(WHAT, "instance_type", s("instance_type"));
+    if let Some(v) = node.get("launch_index") {
+        md.launch_index = v.as_u64_loose();
+        if md.launch_index.is_none() && !v.is_null() {
+            md.field_problem(WHAT, "launch_index", "not a non-negative integer; ignored");
+        }
+    }
 
-    let mut keys: Vec<String> = Vec::new();
-    if let Some(pk) = node.get("public_keys") {
-        crate::nocloud::flatten_keys(pk, &mut keys, 0, limits.max_list_entries);
+    let mut keys: Vec<(String, String)> = Vec::new();
+    if let Some(pk) = node.get("public_keys")
+        && crate::nocloud::flatten_keys(
+            pk,
+            "public_keys".into(),
+            &mut keys,
+            0,
+            limits.max_list_entries,
+        )
+    {
+        md.field_problem(
+            WHAT,
+            "public_keys",
+            format!(
+                "more than {} keys; the rest ignored",
+                limits.max_list_entries
+            ),
+        );
     }
     if let Some(Node::Seq(list)) = node.get("keys") {
-        for k in list.iter().take(limits.max_list_entries) {
+        for (i, k) in list.iter().enumerate().take(limits.max_list_entries) {
             if k.get("type")
                 .and_then(Node::as_str)
                 .is_none_or(|t| t == "ssh")
                 && let Some(data) = k.get("data").and_then(Node::scalar_string)
             {
-                keys.push(data);
+                keys.push((format!("keys[{i}].data"), data));
             }
         }
     }
-    md.set_public_keys(keys);
+    md.set_public_keys(WHAT, keys);
 
     if let Some(seed) = node.get("random_seed").and_then(Node::as_str) {
-        match decode_base64("meta_data.json random_seed", seed.as_bytes()) {
+        match decode_base64("random_seed", seed.as_bytes()) {
             Ok(bytes) => md.random_seed = Some(bytes),
-            Err(e) => md.warnings.push(format!("{e}; random_seed ignored")),
+            Err(_) => md.field_problem(WHAT, "random_seed", "invalid base64; ignored"),
         }
     }
     if let Some(Node::Seq(files)) = node.get("files") {
         for (i, f) in files.iter().enumerate() {
             if i >= limits.max_list_entries {
-                md.warnings.push(format!(
-                    "{WHAT}: more than {} files; the rest ignored",
-                    limits.max_list_entries
-                ));
+                md.field_problem(
+                    WHAT,
+                    "files",
+                    format!(
+                        "more than {} files; the rest ignored",
+                        limits.max_list_entries
+                    ),
+                );
                 break;
             }
             match f.get("path").and_then(Node::scalar_string) {
@@ -167,9 +277,7 @@ pub fn meta_data_from_node(
                     content_path: f.get("content_path").and_then(Node::scalar_string),
                     content: None,
                 }),
-                None => md
-                    .warnings
-                    .push(format!("{WHAT}: files[{i}] without a path ignored")),
+                None => md.field_problem(WHAT, &format!("files[{i}]"), "no path; ignored"),
             }
         }
     }
@@ -179,7 +287,6 @@ pub fn meta_data_from_node(
             md.meta.insert(k.clone(), v);
         }
     }
-    Ok(md)
 }
 
 /// Extracts the cloud-init vendor-data from `vendor_data.json` (as cloud-init's
@@ -217,6 +324,9 @@ pub struct OpenstackConfig {
     pub request_timeout: Duration,
     /// Size and count limits.
     pub limits: Limits,
+    /// The machine's id (the DMI product UUID) for a fallback instance id when
+    /// `meta_data.json` has no usable `uuid` ([`crate::fallback_instance_id`]).
+    pub platform_id: Option<String>,
 }
 
 impl OpenstackConfig {
@@ -227,6 +337,7 @@ impl OpenstackConfig {
             fetch_files: true,
             request_timeout: Duration::from_secs(5),
             limits: Limits::default(),
+            platform_id: None,
         }
     }
 
@@ -258,7 +369,7 @@ pub struct OpenstackCrawler {
     started: bool,
     versions: Vec<String>,
     md: Option<InstanceMetadata>,
-    warnings: Vec<String>,
+    problems: Vec<Problem>,
 }
 
 impl OpenstackCrawler {
@@ -272,7 +383,7 @@ impl OpenstackCrawler {
             started: false,
             versions: Vec::new(),
             md: None,
-            warnings: Vec::new(),
+            problems: Vec::new(),
         }
     }
 
@@ -342,7 +453,7 @@ impl OpenstackCrawler {
                 let mut md = self.md.take().ok_or_else(|| MetadataError::Protocol {
                     reason: "crawl finished without meta_data.json".into(),
                 })?;
-                md.warnings.append(&mut self.warnings);
+                md.problems.append(&mut self.problems);
                 Ok(Step::Done(Box::new(md)))
             }
         }
@@ -357,12 +468,16 @@ impl OpenstackCrawler {
         for (i, f) in files.iter().enumerate().skip(from) {
             match f.content_path.as_deref() {
                 Some(cp) if safe_content_path(cp) => return Some(Job::File(i)),
-                Some(cp) => self
-                    .warnings
-                    .push(format!("openstack: unsafe content_path {cp:?} skipped")),
-                None => self
-                    .warnings
-                    .push(format!("openstack: file {:?} has no content_path", f.path)),
+                Some(cp) => self.problems.push(Problem::field(
+                    WHAT,
+                    format!("files[{i}].content_path"),
+                    format!("unsafe content_path {cp:?}; file skipped"),
+                )),
+                None => self.problems.push(Problem::field(
+                    WHAT,
+                    format!("files[{i}]"),
+                    format!("{:?} has no content_path; skipped", f.path),
+                )),
             }
         }
         None
@@ -384,9 +499,10 @@ impl OpenstackCrawler {
                 check_body("openstack version listing", &req, &body)?;
                 self.versions = version_order(&String::from_utf8_lossy(&body));
                 if self.versions.is_empty() {
-                    self.warnings.push(
-                        "openstack: version listing offers no usable version; trying latest".into(),
-                    );
+                    self.problems.push(Problem::file(
+                        "openstack/",
+                        "the version listing offers no usable version; trying latest",
+                    ));
                     self.versions.push("latest".into());
                 }
                 self.send(Job::MetaData(0))
@@ -396,8 +512,12 @@ impl OpenstackCrawler {
                 self.send(Job::MetaData(0))
             }
             (Job::MetaData(i), 200) => {
-                check_body("meta_data.json", &req, &body)?;
-                let mut md = parse_meta_data(&body, self.config.datasource, &limits)?;
+                let mut md = parse_meta_data_lenient(
+                    &body,
+                    self.config.datasource,
+                    self.config.platform_id.as_deref(),
+                    &limits,
+                )?;
                 md.meta
                     .insert("openstack-version".into(), self.versions[*i].clone());
                 self.md = Some(md);
@@ -413,9 +533,8 @@ impl OpenstackCrawler {
                 ),
             }),
             (Job::UserData, 200) => {
-                check_body("user_data", &req, &body)?;
                 if let Some(md) = self.md.as_mut() {
-                    md.user_data = Some(body);
+                    md.user_data = crate::nocloud::blob(md, "user_data", Some(&body), &limits);
                 }
                 self.after(&job)
             }
@@ -426,7 +545,9 @@ impl OpenstackCrawler {
                             md.vendor_data = v;
                         }
                     }
-                    Err(e) => self.warnings.push(format!("{e}; vendor data ignored")),
+                    Err(e) => self
+                        .problems
+                        .push(error_problem("vendor_data.json", &e, "ignored")),
                 }
                 self.after(&job)
             }
@@ -438,8 +559,8 @@ impl OpenstackCrawler {
                         }
                     }
                     Err(e) => self
-                        .warnings
-                        .push(format!("{e}; network_data.json ignored")),
+                        .problems
+                        .push(error_problem("network_data.json", &e, "ignored")),
                 }
                 self.after(&job)
             }
@@ -450,14 +571,16 @@ impl OpenstackCrawler {
                             f.content = Some(body);
                         }
                     }
-                    Err(e) => self.warnings.push(format!("{e}; file skipped")),
+                    Err(e) => self
+                        .problems
+                        .push(error_problem(&req.path, &e, "file skipped")),
                 }
                 self.after(&job)
             }
             (Job::File(_), s) => {
-                self.warnings.push(format!(
-                    "openstack: {} answered HTTP {s}; file skipped",
-                    req.path
+                self.problems.push(Problem::file(
+                    req.path.as_str(),
+                    format!("answered HTTP {s}; file skipped"),
                 ));
                 self.after(&job)
             }
@@ -495,23 +618,33 @@ impl Crawler for OpenstackCrawler {
 }
 
 /// Builds the metadata of a config drive from already read files (for drivers that prefer
-/// reading a few files over running the crawler): `meta_data` is required, the rest optional.
+/// reading a few files over running the crawler). Never fails: a broken `meta_data.json`,
+/// oversized `user_data`, or bad `vendor_data.json`/`network_data.json` is recorded in
+/// [`InstanceMetadata::problems`] and the rest kept (see [`parse_meta_data_lenient`]).
 pub fn assemble_config_drive(
     meta_data: &[u8],
     user_data: Option<&[u8]>,
     vendor_data: Option<&[u8]>,
     network_data: Option<&[u8]>,
     limits: &Limits,
-) -> Result<InstanceMetadata, MetadataError> {
-    let mut md = parse_meta_data(meta_data, Datasource::ConfigDrive, limits)?;
-    if let Some(u) = user_data {
-        Limits::check_size("user_data", u, limits.max_user_data_bytes)?;
-        md.user_data = Some(u.to_vec());
-    }
+) -> InstanceMetadata {
+    // On a config drive the lenient parse does not fail; should it, the drive still counts.
+    let mut md = match parse_meta_data_lenient(meta_data, Datasource::ConfigDrive, None, limits) {
+        Ok(md) => md,
+        Err(e) => {
+            let iid = crate::fallback_instance_id(Datasource::ConfigDrive, None, meta_data);
+            let mut md = InstanceMetadata::new(Datasource::ConfigDrive, iid);
+            md.problems.push(error_problem(WHAT, &e, "ignored"));
+            md
+        }
+    };
+    md.user_data = crate::nocloud::blob(&mut md, "user_data", user_data, limits);
     if let Some(v) = vendor_data {
         match parse_vendor_data(v, limits) {
             Ok(v) => md.vendor_data = v,
-            Err(e) => md.warnings.push(format!("{e}; vendor data ignored")),
+            Err(e) => md
+                .problems
+                .push(error_problem("vendor_data.json", &e, "ignored")),
         }
     }
     if let Some(n) = network_data {
@@ -519,10 +652,12 @@ pub fn assemble_config_drive(
             .and_then(|node| network_data_from_node(&node))
         {
             Ok(n) => md.network = Some(n),
-            Err(e) => md.warnings.push(format!("{e}; network_data.json ignored")),
+            Err(e) => md
+                .problems
+                .push(error_problem("network_data.json", &e, "ignored")),
         }
     }
-    Ok(md)
+    md
 }
 
 #[cfg(test)]
@@ -627,12 +762,103 @@ mod tests {
         assert_eq!(md.files[0].content.as_deref(), Some(&b"hello"[..]));
         assert_eq!(md.files[1].content, None);
         assert!(
-            md.warnings
+            md.problems
                 .iter()
-                .any(|w| w.contains("unsafe content_path"))
+                .any(|p| p.message.contains("unsafe content_path"))
         );
         assert_eq!(md.network.unwrap().dns.nameservers.len(), 1);
         assert!(!log.iter().any(|p| p.contains("..")));
+    }
+
+    #[test]
+    fn bad_files_degrade_and_a_broken_drive_is_kept() {
+        let key = crate::sshkey::tests::make_key("ssh-ed25519", "os");
+        let meta = format!(
+            r#"{{"hostname":"bad_name.novalocal","name":"vm-1","public_keys":{{"k":"{key}"}},"launch_index":"x"}}"#
+        );
+        let big = vec![b'#'; (16 << 20) + 1];
+        let files = tree(&[
+            ("/openstack/", "latest\n"),
+            ("/openstack/latest/meta_data.json", &meta),
+            ("/openstack/latest/vendor_data.json", "{not json"),
+            ("/openstack/latest/network_data.json", r#"{"links": 5}"#),
+        ]);
+        let run = |config: OpenstackConfig| {
+            let mut c = OpenstackCrawler::new(config);
+            drive(&mut c, |r| match r.path.as_str() {
+                "/openstack/latest/user_data" => HttpOutcome::ok(big.clone()),
+                p => files
+                    .get(p)
+                    .map_or(HttpOutcome::status(404), |b| HttpOutcome::ok(b.clone())),
+            })
+        };
+        for config in [
+            OpenstackConfig::config_drive(),
+            OpenstackConfig {
+                platform_id: Some("B0FA911B-69D4-4476-BBE2-1C92BFF6535C".into()),
+                ..OpenstackConfig::metadata_service()
+            },
+        ] {
+            let ds = config.datasource;
+            let md = run(config).unwrap();
+            assert_eq!(md.public_keys, std::slice::from_ref(&key));
+            // `hostname` is invalid: the display name, a valid hostname, is used instead.
+            assert_eq!(md.local_hostname.as_deref(), Some("vm-1"));
+            assert_eq!(md.user_data, None);
+            let files: Vec<&str> = md.problems.iter().map(|p| p.file.as_str()).collect();
+            assert_eq!(
+                files,
+                [
+                    "meta_data.json",
+                    "meta_data.json",
+                    "meta_data.json",
+                    "user_data",
+                    "vendor_data.json",
+                    "network_data.json"
+                ],
+                "{:#?}",
+                md.problems
+            );
+            if ds == Datasource::Openstack {
+                assert_eq!(
+                    md.instance_id,
+                    "iid-openstack-b0fa911b-69d4-4476-bbe2-1c92bff6535c"
+                );
+            } else {
+                assert!(md.instance_id.starts_with("iid-configdrive-"));
+            }
+        }
+
+        // A config drive whose meta_data.json is garbage still hands over its user_data; the
+        // metadata service answering garbage is not OpenStack.
+        let drive_files = tree(&[
+            ("/openstack/", "latest\n"),
+            ("/openstack/latest/meta_data.json", "<html>nope</html>"),
+            ("/openstack/latest/user_data", "#!/bin/sh\n"),
+        ]);
+        let answer = |r: &HttpRequest| {
+            drive_files
+                .get(&r.path)
+                .map_or(HttpOutcome::status(404), |b| HttpOutcome::ok(b.clone()))
+        };
+        let mut c = OpenstackCrawler::new(OpenstackConfig::config_drive());
+        let md = drive(&mut c, answer).unwrap();
+        assert_eq!(md.user_data.as_deref(), Some(&b"#!/bin/sh\n"[..]));
+        assert!(md.problems[0].message.starts_with("not valid JSON"));
+        let mut c = OpenstackCrawler::new(OpenstackConfig::metadata_service());
+        assert!(matches!(
+            drive(&mut c, answer),
+            Err(MetadataError::Json { .. })
+        ));
+        let md = assemble_config_drive(
+            b"[]",
+            Some(b"#!/bin/sh\n"),
+            Some(b"7"),
+            None,
+            &Limits::default(),
+        );
+        assert!(md.user_data.is_some());
+        assert_eq!(md.problems.len(), 3, "{:#?}", md.problems);
     }
 
     #[test]

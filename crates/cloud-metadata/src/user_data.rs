@@ -17,12 +17,10 @@
 //! Nothing is executed or fetched here: `#include` parts carry their URLs
 //! ([`Part::include_urls`]) for the driver to fetch and feed back through [`parse_user_data`].
 
-use std::io::Read as _;
-
 use serde::{Deserialize, Serialize};
 
-use crate::model::decode_base64;
-use crate::value::{Node, parse_yaml_capped};
+use crate::model::{decode_base64, gunzip_bounded};
+use crate::value::{Node, parse_yaml_capped, yaml_top_level_scalar};
 use crate::{Limits, MetadataError};
 
 /// The kind of one user-data part.
@@ -166,20 +164,149 @@ pub struct Part {
     pub filename: Option<String>,
     /// `Launch-Index` header, archive `launch-index`, or a cloud-config's `launch-index` key.
     pub launch_index: Option<u64>,
-    /// The decoded content (transfer encoding and compression removed).
+    /// The decoded content (transfer encoding and compression removed); base64 when serialised.
+    #[serde(with = "crate::model::b64")]
     pub content: Vec<u8>,
 }
 
 impl Part {
-    /// For `#include`/`#include-once` parts: the URLs, one per non-comment line.
-    pub fn include_urls(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.content)
+    /// For `#include`/`#include-once` parts: the URLs to fetch, one per line (blank lines and
+    /// `#` comments skipped), each checked by [`parse_include_url`]: `http`/`https` only, a
+    /// valid host, no credentials, no whitespace or control characters, at most 2048 bytes.
+    /// At most [`Limits::max_include_urls`] are returned; invalid lines and the excess are
+    /// reported in [`IncludeUrls::warnings`]. Fetched content goes back through
+    /// [`parse_user_data`] (its own limits apply; includes found there count again).
+    pub fn include_urls(&self, limits: &Limits) -> IncludeUrls {
+        let mut out = IncludeUrls::default();
+        let text = String::from_utf8_lossy(&self.content);
+        let lines = text
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        for (i, line) in lines.enumerate() {
+            if out.urls.len() >= limits.max_include_urls {
+                out.warnings.push(format!(
+                    "user-data #include: more than {} URLs; the rest ignored",
+                    limits.max_include_urls
+                ));
+                break;
+            }
+            match parse_include_url(line) {
+                Ok(u) => out.urls.push(u),
+                Err(e) => out
+                    .warnings
+                    .push(format!("user-data #include: line {}: {e}; ignored", i + 1)),
+            }
+        }
+        out
     }
+}
+
+/// The URLs of an `#include` part ([`Part::include_urls`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IncludeUrls {
+    /// Valid URLs, in order.
+    pub urls: Vec<IncludeUrl>,
+    /// Lines refused and URLs left out, one message each.
+    pub warnings: Vec<String>,
+}
+
+/// One validated `#include` URL, split for an HTTP client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncludeUrl {
+    /// The URL as given (without a `#fragment`).
+    pub url: String,
+    /// `https` (else `http`).
+    pub https: bool,
+    /// Host name, IPv4 address, or IPv6 address without brackets.
+    pub host: String,
+    /// Port (80/443 when not given).
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl IncludeUrl {
+    /// `scheme://host:port`, the base a driver sends [`IncludeUrl::path`] to.
+    pub fn base(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Validates one `#include` URL (see [`Part::include_urls`]).
+pub fn parse_include_url(line: &str) -> Result<IncludeUrl, String> {
+    if line.len() > 2048 {
+        return Err("URL longer than 2048 bytes".into());
+    }
+    if line.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("URL contains whitespace or control characters".into());
+    }
+    let url = line.split('#').next().unwrap_or(line);
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{:?} is not an http(s) URL", truncate(url)))?;
+    let https = match scheme.to_ascii_lowercase().as_str() {
+        "http" => false,
+        "https" => true,
+        other => return Err(format!("scheme {other:?} is not http or https")),
+    };
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    if authority.contains('@') {
+        return Err("credentials in URLs are not supported".into());
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+        addr.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{addr:?} is not an IPv6 address"))?;
+        (addr.to_owned(), after.strip_prefix(':'))
+    } else {
+        let (h, p) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        if h.parse::<std::net::Ipv4Addr>().is_err() {
+            crate::hostname::validate(h).map_err(|e| e.to_string())?;
+        }
+        (h.to_owned(), p)
+    };
+    let port = match port {
+        None => {
+            if https {
+                443
+            } else {
+                80
+            }
+        }
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("invalid port {:?}", truncate(p)))?,
+    };
+    let path = if path.is_empty() {
+        "/".to_owned()
+    } else if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_owned()
+    };
+    Ok(IncludeUrl {
+        url: url.to_owned(),
+        https,
+        host,
+        port,
+        path,
+    })
+}
+
+fn truncate(s: &str) -> &str {
+    crate::model::truncate_at_char(s, 64)
 }
 
 /// A decoded user-data blob: its parts in order, and what was ignored.
@@ -214,10 +341,12 @@ pub fn parse_user_data(input: &[u8], limits: &Limits) -> Result<UserData, Metada
         decoded_left: limits.max_decoded_bytes,
         out: UserData::default(),
     };
-    let data = if is_gzip(input) {
-        ctx.gunzip(input)?
+    // Borrowed unless decompressed: a MIME message is split in place, only a single part is
+    // copied (it becomes the part's content).
+    let data: std::borrow::Cow<'_, [u8]> = if is_gzip(input) {
+        ctx.gunzip(input)?.into()
     } else {
-        input.to_vec()
+        input.into()
     };
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(ctx.out);
@@ -226,7 +355,7 @@ pub fn parse_user_data(input: &[u8], limits: &Limits) -> Result<UserData, Metada
         let msg = mime::Message::parse(&data);
         ctx.message(&msg, 0)?;
     } else {
-        ctx.part(data, "", None, None, 0)?;
+        ctx.part(data.into_owned(), "", None, None, 0)?;
     }
     Ok(ctx.out)
 }
@@ -249,22 +378,20 @@ struct Ctx<'l> {
 
 impl Ctx<'_> {
     fn gunzip(&mut self, data: &[u8]) -> Result<Vec<u8>, MetadataError> {
-        let mut out = Vec::new();
-        let cap = self.decoded_left;
-        flate2::read::MultiGzDecoder::new(data)
-            .take(cap as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|source| MetadataError::Gzip {
-                what: "user-data",
-                source,
-            })?;
-        if out.len() > cap {
-            return Err(MetadataError::TooLarge {
+        let out = gunzip_bounded(
+            data,
+            "user-data",
+            self.decoded_left,
+            self.limits.max_decompression_ratio,
+        )
+        .map_err(|e| match e {
+            MetadataError::TooLarge { size, .. } => MetadataError::TooLarge {
                 what: "decompressed user-data",
-                size: out.len(),
+                size,
                 limit: self.limits.max_decoded_bytes,
-            });
-        }
+            },
+            other => other,
+        })?;
         self.decoded_left -= out.len();
         Ok(out)
     }
@@ -295,7 +422,8 @@ impl Ctx<'_> {
                     reason: format!("{ct} without a boundary"),
                 });
             };
-            let split = mime::split_multipart(msg.body, &boundary)?;
+            let split =
+                mime::split_multipart(msg.body, &boundary, self.limits.max_user_data_parts)?;
             if !split.closed {
                 self.out
                     .warnings
@@ -342,7 +470,11 @@ impl Ctx<'_> {
                     data = d;
                     ct.clear();
                 }
-                Err(e @ MetadataError::TooLarge { .. }) => return Err(e),
+                Err(
+                    e @ (MetadataError::TooLarge { .. } | MetadataError::CompressionRatio { .. }),
+                ) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     self.out.warnings.push(format!("{e}; part skipped"));
                     return Ok(());
@@ -383,14 +515,9 @@ impl Ctx<'_> {
             _ => {}
         }
         if kind == PartKind::CloudConfig && launch_index.is_none() {
-            launch_index = parse_yaml_capped(
-                &data,
-                "cloud-config",
-                self.limits,
-                self.limits.max_user_data_bytes,
-            )
-            .ok()
-            .and_then(|n| n.get("launch-index").and_then(Node::as_u64_loose));
+            // Streamed, no tree: classifying a part must not cost what parsing it does.
+            launch_index = yaml_top_level_scalar(&data, "launch-index", self.limits)
+                .and_then(|v| v.trim().parse().ok());
         }
         self.out.parts.push(Part {
             kind,
@@ -627,9 +754,12 @@ mod mime {
 
     /// Splits a multipart body at `--boundary` lines. The line break before a delimiter
     /// belongs to the delimiter; the preamble and epilogue are dropped.
+    /// More than `max_parts` bodies is refused as soon as the next delimiter is seen, so a
+    /// message with millions of parts costs one scan of the first few.
     pub(super) fn split_multipart<'a>(
         body: &'a [u8],
         boundary: &str,
+        max_parts: usize,
     ) -> Result<Split<'a>, MetadataError> {
         if boundary.is_empty() || boundary.len() > 200 {
             return Err(MetadataError::Mime {
@@ -663,6 +793,11 @@ mod mime {
                                 e -= 1;
                             }
                         }
+                        if parts.len() >= max_parts {
+                            return Err(MetadataError::Mime {
+                                reason: format!("more than {max_parts} parts"),
+                            });
+                        }
                         parts.push(&body[s..e.max(s)]);
                     }
                     if is_close {
@@ -680,6 +815,11 @@ mod mime {
             });
         }
         if let Some(s) = start {
+            if parts.len() >= max_parts {
+                return Err(MetadataError::Mime {
+                    reason: format!("more than {max_parts} parts"),
+                });
+            }
             parts.push(&body[s.min(body.len())..]);
         }
         Ok(Split { parts, closed })
@@ -769,8 +909,37 @@ mod tests {
 
     #[test]
     fn include_urls() {
-        let ud = parse(b"#include\n# comment\nhttp://a/1\n\n  https://b/2  \n");
-        assert_eq!(ud.parts[0].include_urls(), ["http://a/1", "https://b/2"]);
+        let ud = parse(b"#include\n# comment\nhttp://a/1\n\n  https://b.example:8443/2?x=1#frag  \nftp://c/3\nhttp://user:pw@d/\nhttp://[fd00:ec2::254]/latest\nhttp://bad_host/\nhttp://e:0/\n");
+        let inc = ud.parts[0].include_urls(&Limits::default());
+        let urls: Vec<&str> = inc.urls.iter().map(|u| u.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://a/1",
+                "https://b.example:8443/2?x=1",
+                "http://[fd00:ec2::254]/latest"
+            ]
+        );
+        assert_eq!(inc.urls[0].base(), "http://a:80");
+        assert_eq!(inc.urls[0].path, "/1");
+        assert_eq!((inc.urls[1].https, inc.urls[1].port), (true, 8443));
+        assert_eq!(inc.urls[1].path, "/2?x=1");
+        assert_eq!(inc.urls[2].host, "fd00:ec2::254");
+        assert_eq!(inc.urls[2].base(), "http://[fd00:ec2::254]:80");
+        assert_eq!(inc.warnings.len(), 4, "{:?}", inc.warnings);
+        for needle in ["ftp", "credentials", "bad_host", "port"] {
+            assert!(
+                inc.warnings.iter().any(|w| w.contains(needle)),
+                "{needle}: {:?}",
+                inc.warnings
+            );
+        }
+        let many: String = std::iter::once("#include\n".to_owned())
+            .chain((0..40).map(|i| format!("http://h/{i}\n")))
+            .collect();
+        let inc = parse(many.as_bytes()).parts[0].include_urls(&Limits::default());
+        assert_eq!(inc.urls.len(), 16);
+        assert!(inc.warnings[0].contains("more than 16 URLs"));
     }
 
     #[test]
@@ -945,6 +1114,29 @@ epilogue\r\n";
             prop_assert_eq!(ud.parts.len(), 1);
             prop_assert_eq!(&ud.parts[0].kind, &PartKind::ShellScript);
             prop_assert_eq!(&ud.parts[0].content, script.as_bytes());
+        }
+
+        #[test]
+        fn include_urls_are_total_and_clean(line in "\\PC{0,80}") {
+            if let Ok(u) = parse_include_url(&line) {
+                prop_assert!(u.path.starts_with('/'));
+                prop_assert!(u.port > 0);
+                prop_assert!(!u.url.chars().any(|c| c.is_whitespace() || c.is_control()));
+                prop_assert!(!u.host.is_empty() && !u.host.contains('@'));
+            }
+        }
+
+        #[test]
+        fn include_urls_round_trip(host in "[a-z]([a-z0-9-]{0,10}[a-z0-9])?(\\.[a-z]{2,4})?", port in 1u16.., path in "(/[a-zA-Z0-9._~-]{0,8}){0,4}", https in any::<bool>()) {
+            let scheme = if https { "https" } else { "http" };
+            let url = format!("{scheme}://{host}:{port}{path}");
+            let u = parse_include_url(&url).unwrap();
+            prop_assert_eq!(&u.host, &host);
+            prop_assert_eq!(u.port, port);
+            prop_assert_eq!(u.https, https);
+            let want = if path.is_empty() { "/".to_owned() } else { path.clone() };
+            prop_assert_eq!(&u.path, &want);
+            prop_assert_eq!(format!("{}{}", u.base(), u.path), format!("{scheme}://{host}:{port}{want}"));
         }
 
         #[test]

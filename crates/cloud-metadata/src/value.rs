@@ -14,7 +14,10 @@ use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 
+use crate::yaml_sys::{Event, Parser, Style};
 use crate::{Limits, MetadataError};
+
+pub use crate::yaml_sys::YamlError;
 
 /// One node of a parsed JSON/YAML document. Mappings keep their order; a repeated key keeps its
 /// last value (the PyYAML and `json` module behaviour) at the position of its first occurrence.
@@ -204,23 +207,435 @@ pub(crate) fn parse_yaml_capped(
     cap: usize,
 ) -> Result<Node, MetadataError> {
     Limits::check_size(what, input, cap)?;
+    let Some(text) = yaml_text(input, what)? else {
+        return Ok(Node::Null);
+    };
+    let budget = Budget::new(limits);
+    YamlBuilder::new(&budget).run(text).map_err(|e| match e {
+        BuildError::Limit => budget.error(what).unwrap_or(MetadataError::TooManyNodes {
+            what,
+            limit: limits.max_nodes,
+        }),
+        BuildError::Yaml(source) => MetadataError::Yaml { what, source },
+    })
+}
+
+/// The YAML text of `input`: UTF-8, BOM removed; `None` for a blank document.
+fn yaml_text<'a>(input: &'a [u8], what: &'static str) -> Result<Option<&'a str>, MetadataError> {
     let text = std::str::from_utf8(input).map_err(|_| MetadataError::NotUtf8 { what })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.trim().is_empty() {
-        return Ok(Node::Null);
+    Ok((!text.trim().is_empty()).then_some(text))
+}
+
+/// Streams a YAML document looking for one top-level key of a mapping and returns its value
+/// when that is a scalar (as a string), without building a tree: memory is libyaml's
+/// look-ahead only. Used to read a cloud-config's `launch-index` while classifying parts.
+/// Stops at the first problem (invalid YAML, depth or event limits) and returns `None`.
+pub(crate) fn yaml_top_level_scalar(input: &[u8], key: &str, limits: &Limits) -> Option<String> {
+    let text = std::str::from_utf8(input).ok()?;
+    let mut parser = Parser::new(text).ok()?;
+    let mut depth = 0usize;
+    let mut events = 0usize;
+    // At depth 1 inside the top-level mapping: whether the next scalar is a key, and whether
+    // the previous key was the one asked for.
+    let mut expect_key = true;
+    let mut matched = false;
+    loop {
+        events += 1;
+        if events > limits.max_nodes.saturating_mul(2) {
+            return None;
+        }
+        let ev = parser.next().ok()?;
+        match ev {
+            Event::StreamStart | Event::DocumentStart | Event::DocumentEnd => {}
+            Event::StreamEnd => return None,
+            Event::MappingStart { .. } | Event::SequenceStart { .. } => {
+                if depth == 0 && !matches!(ev, Event::MappingStart { .. }) {
+                    return None;
+                }
+                if depth == 1 {
+                    if matched {
+                        return None;
+                    }
+                    expect_key = !expect_key;
+                }
+                depth += 1;
+                if depth > limits.max_depth {
+                    return None;
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return None;
+                }
+            }
+            Event::Scalar { value, style, .. } if depth == 1 => {
+                if expect_key {
+                    matched = value == key.as_bytes();
+                } else if matched {
+                    let node = resolve_scalar(std::str::from_utf8(value).ok()?, style, None);
+                    return node.scalar_string();
+                }
+                expect_key = !expect_key;
+            }
+            Event::Alias(_) if depth == 1 => {
+                if matched && !expect_key {
+                    return None;
+                }
+                expect_key = !expect_key;
+            }
+            Event::Scalar { .. } | Event::Alias(_) => {}
+        }
     }
-    let budget = Budget::new(limits);
-    let de = serde_norway::Deserializer::from_str(text);
-    NodeSeed {
-        budget: &budget,
-        depth: 0,
+}
+
+enum BuildError {
+    /// A budget limit was hit (the budget says which).
+    Limit,
+    Yaml(YamlError),
+}
+
+impl BuildError {
+    fn yaml(problem: &str) -> Self {
+        BuildError::Yaml(YamlError {
+            problem: problem.to_owned(),
+            line: 0,
+            column: 0,
+        })
     }
-    .deserialize(de)
-    .map_err(|source| {
-        budget
-            .error(what)
-            .unwrap_or(MetadataError::Yaml { what, source })
-    })
+}
+
+/// A collection being built, with the budget use at its start (to know what an anchor on it
+/// costs to copy).
+struct Frame {
+    kind: FrameKind,
+    anchor: Option<Vec<u8>>,
+    nodes_before: usize,
+    bytes_before: usize,
+}
+
+enum FrameKind {
+    Seq(Vec<Node>),
+    Map(Vec<(String, Node)>, Option<String>),
+}
+
+/// An anchored node and what one copy of it costs.
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    bytes: usize,
+}
+
+/// Builds a [`Node`] from libyaml events. Every limit is checked before the allocation it
+/// guards: depth before a collection is opened, the node count and string bytes before a
+/// scalar is copied out of libyaml, and an alias's whole expanded size before it is cloned.
+struct YamlBuilder<'b> {
+    budget: &'b Budget,
+    stack: Vec<Frame>,
+    anchors: std::collections::HashMap<Vec<u8>, Anchored>,
+    root: Option<Node>,
+    documents: usize,
+}
+
+impl<'b> YamlBuilder<'b> {
+    fn new(budget: &'b Budget) -> Self {
+        YamlBuilder {
+            budget,
+            stack: Vec::new(),
+            anchors: std::collections::HashMap::new(),
+            root: None,
+            documents: 0,
+        }
+    }
+
+    fn used(&self) -> (usize, usize) {
+        (
+            self.budget.max_nodes - self.budget.nodes_left.get(),
+            self.budget.max_bytes - self.budget.bytes_left.get(),
+        )
+    }
+
+    fn charge(&self, nodes: usize, bytes: usize) -> Result<(), BuildError> {
+        if self.budget.take(nodes, bytes) {
+            Ok(())
+        } else {
+            Err(BuildError::Limit)
+        }
+    }
+
+    fn run(mut self, text: &str) -> Result<Node, BuildError> {
+        let mut parser = Parser::new(text).map_err(BuildError::Yaml)?;
+        loop {
+            let ev = parser.next().map_err(BuildError::Yaml)?;
+            match ev {
+                Event::StreamStart | Event::DocumentEnd => {}
+                Event::DocumentStart => {
+                    self.documents += 1;
+                    if self.documents > 1 {
+                        return Err(BuildError::yaml(
+                            "more than one YAML document in the stream",
+                        ));
+                    }
+                }
+                Event::StreamEnd => return Ok(self.root.take().unwrap_or(Node::Null)),
+                Event::Scalar {
+                    anchor,
+                    tag,
+                    value,
+                    style,
+                } => {
+                    if self.depth_exceeded() {
+                        return Err(self.too_deep());
+                    }
+                    self.charge(1, value.len())?;
+                    let text = std::str::from_utf8(value)
+                        .map_err(|_| BuildError::yaml("scalar is not UTF-8"))?;
+                    let node = if self.expects_key() {
+                        Node::Str(key_string(resolve_scalar(text, style, tag)))
+                    } else {
+                        resolve_scalar(text, style, tag)
+                    };
+                    if let Some(a) = anchor {
+                        let a = a.to_vec();
+                        self.anchor(a, &node, 1, value.len())?;
+                    }
+                    self.attach(node)?;
+                }
+                Event::Alias(name) => {
+                    let Some(a) = self.anchors.get(name) else {
+                        return Err(BuildError::yaml("alias to an unknown anchor"));
+                    };
+                    let (nodes, bytes) = (a.nodes, a.bytes);
+                    self.charge(nodes, bytes)?;
+                    let node = match &self.anchors[name].node {
+                        n @ Node::Str(_) => n.clone(),
+                        n if self.expects_key() => Node::Str(
+                            n.scalar_string()
+                                .or_else(|| n.is_null().then(|| "null".to_owned()))
+                                .ok_or_else(|| BuildError::yaml("mapping keys must be scalars"))?,
+                        ),
+                        n => n.clone(),
+                    };
+                    self.attach(node)?;
+                }
+                Event::SequenceStart { anchor } | Event::MappingStart { anchor } => {
+                    if self.expects_key() {
+                        return Err(BuildError::yaml("mapping keys must be scalars"));
+                    }
+                    if self.depth_exceeded() {
+                        return Err(self.too_deep());
+                    }
+                    let (nodes_before, bytes_before) = self.used();
+                    self.charge(1, 0)?;
+                    let is_seq = matches!(ev, Event::SequenceStart { .. });
+                    self.stack.push(Frame {
+                        kind: if is_seq {
+                            FrameKind::Seq(Vec::new())
+                        } else {
+                            FrameKind::Map(Vec::new(), None)
+                        },
+                        anchor: anchor.map(<[u8]>::to_vec),
+                        nodes_before,
+                        bytes_before,
+                    });
+                }
+                Event::SequenceEnd | Event::MappingEnd => {
+                    let Some(frame) = self.stack.pop() else {
+                        return Err(BuildError::yaml("unbalanced collection end"));
+                    };
+                    let node = match frame.kind {
+                        FrameKind::Seq(mut items) => {
+                            items.shrink_to_fit();
+                            Node::Seq(items)
+                        }
+                        FrameKind::Map(entries, _) => {
+                            let mut entries = dedup_keys(entries);
+                            entries.shrink_to_fit();
+                            Node::Map(entries)
+                        }
+                    };
+                    if let Some(a) = frame.anchor {
+                        let (n, b) = self.used();
+                        self.anchor(a, &node, n - frame.nodes_before, b - frame.bytes_before)?;
+                    }
+                    self.attach(node)?;
+                }
+            }
+        }
+    }
+
+    /// Whether the next node of the innermost mapping is a key.
+    fn expects_key(&self) -> bool {
+        matches!(
+            self.stack.last(),
+            Some(Frame {
+                kind: FrameKind::Map(_, None),
+                ..
+            })
+        )
+    }
+
+    /// Whether a node opened now would nest deeper than allowed (the root is at depth 0).
+    fn depth_exceeded(&self) -> bool {
+        self.stack.len() > self.budget.max_depth
+    }
+
+    fn too_deep(&self) -> BuildError {
+        self.budget.exceeded.set(Some(Exceeded::Depth));
+        BuildError::Limit
+    }
+
+    /// Keeps a copy of an anchored node, paid for like the alias expansions that will clone
+    /// it, so the anchor table is inside the budget too.
+    fn anchor(
+        &mut self,
+        name: Vec<u8>,
+        node: &Node,
+        nodes: usize,
+        bytes: usize,
+    ) -> Result<(), BuildError> {
+        self.charge(nodes, bytes)?;
+        self.anchors.insert(
+            name,
+            Anchored {
+                node: node.clone(),
+                nodes,
+                bytes,
+            },
+        );
+        Ok(())
+    }
+
+    fn attach(&mut self, node: Node) -> Result<(), BuildError> {
+        match self.stack.last_mut() {
+            None => {
+                if self.root.is_some() {
+                    return Err(BuildError::yaml("more than one root node"));
+                }
+                self.root = Some(node);
+            }
+            Some(Frame {
+                kind: FrameKind::Seq(items),
+                ..
+            }) => items.push(node),
+            Some(Frame {
+                kind: FrameKind::Map(entries, pending),
+                ..
+            }) => match pending.take() {
+                None => match node {
+                    Node::Str(k) => *pending = Some(k),
+                    _ => return Err(BuildError::yaml("mapping keys must be scalars")),
+                },
+                Some(k) => entries.push((k, node)),
+            },
+        }
+        Ok(())
+    }
+}
+
+/// A mapping key as PyYAML-based tools would write it: scalars rendered as strings, `null` for
+/// an empty key.
+fn key_string(node: Node) -> String {
+    match node {
+        Node::Str(s) => s,
+        Node::Null => "null".to_owned(),
+        other => other.scalar_string().unwrap_or_default(),
+    }
+}
+
+/// Resolves a scalar as serde_norway (YAML 1.2 core schema) did: plain scalars may be null,
+/// booleans, integers (decimal, `0x`, `0o`, `0b`; a leading zero keeps decimal digits a string)
+/// or floats; quoted and block scalars, and `!!str`-tagged ones, are strings. Other tags are
+/// dropped and the value kept.
+fn resolve_scalar(v: &str, style: Style, tag: Option<&[u8]>) -> Node {
+    if style != Style::Plain || tag == Some(b"tag:yaml.org,2002:str") || tag == Some(b"!") {
+        return Node::Str(v.to_owned());
+    }
+    if v.is_empty() || matches!(v, "~" | "null" | "Null" | "NULL") {
+        return Node::Null;
+    }
+    match v {
+        "true" | "True" | "TRUE" => return Node::Bool(true),
+        "false" | "False" | "FALSE" => return Node::Bool(false),
+        _ => {}
+    }
+    if let Some(n) = parse_int(v) {
+        return n;
+    }
+    if !digits_but_not_number(v)
+        && let Some(f) = parse_float(v)
+    {
+        return if f.is_finite() {
+            Node::Float(f)
+        } else {
+            Node::Str(f.to_string())
+        };
+    }
+    Node::Str(v.to_owned())
+}
+
+/// Decimal digits with a leading zero (`0644`): a string in YAML 1.2, not a number.
+fn digits_but_not_number(v: &str) -> bool {
+    let d = v.strip_prefix(['-', '+']).unwrap_or(v);
+    d.len() > 1 && d.starts_with('0') && d[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+fn parse_int(v: &str) -> Option<Node> {
+    let (negative, rest) = match v.as_bytes().first()? {
+        b'-' => (true, &v[1..]),
+        b'+' => (false, &v[1..]),
+        _ => (false, v),
+    };
+    if rest.starts_with(['+', '-']) || rest.is_empty() {
+        return None;
+    }
+    let (radix, digits) = if let Some(d) = rest.strip_prefix("0x") {
+        (16, d)
+    } else if let Some(d) = rest.strip_prefix("0o") {
+        (8, d)
+    } else if let Some(d) = rest.strip_prefix("0b") {
+        (2, d)
+    } else {
+        if digits_but_not_number(v) {
+            return None;
+        }
+        (10, rest)
+    };
+    if digits.is_empty() || digits.starts_with(['+', '-']) {
+        return None;
+    }
+    let magnitude = u128::from_str_radix(digits, radix).ok()?;
+    if negative {
+        match i64::try_from(magnitude).map(|m| -m) {
+            Ok(i) => Some(Node::Int(i)),
+            Err(_) if magnitude == 1u128 << 63 => Some(Node::Int(i64::MIN)),
+            Err(_) => Some(Node::Str(v.to_owned())),
+        }
+    } else {
+        Some(u64::try_from(magnitude).map_or_else(|_| Node::Str(v.to_owned()), Node::UInt))
+    }
+}
+
+fn parse_float(v: &str) -> Option<f64> {
+    let unsigned = v.strip_prefix('+').unwrap_or(v);
+    if unsigned.starts_with(['+', '-']) && v.starts_with('+') {
+        return None;
+    }
+    match unsigned {
+        ".inf" | ".Inf" | ".INF" => return Some(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Some(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
+        _ => {}
+    }
+    // Rust accepts `inf`, `nan`, `infinity`: YAML does not.
+    if unsigned
+        .bytes()
+        .any(|b| !(b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+')))
+    {
+        return None;
+    }
+    unsigned.parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
 /// Parses a document that may be JSON or YAML (NoCloud `meta-data`, `network-config`): JSON
@@ -275,6 +690,22 @@ impl Budget {
     fn fail<E: de::Error>(&self, why: Exceeded) -> E {
         self.exceeded.set(Some(why));
         E::custom("document limits exceeded")
+    }
+
+    /// Takes `nodes` nodes and `bytes` string bytes from the budget; false (and the reason
+    /// recorded) when either runs out.
+    fn take(&self, nodes: usize, bytes: usize) -> bool {
+        let Some(n) = self.nodes_left.get().checked_sub(nodes) else {
+            self.exceeded.set(Some(Exceeded::Nodes));
+            return false;
+        };
+        let Some(b) = self.bytes_left.get().checked_sub(bytes) else {
+            self.exceeded.set(Some(Exceeded::Bytes));
+            return false;
+        };
+        self.nodes_left.set(n);
+        self.bytes_left.set(b);
+        true
     }
 
     fn take_node<E: de::Error>(&self) -> Result<(), E> {
@@ -446,29 +877,52 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
     }
 }
 
-/// Keeps the last value of each key, at the position of the key's first occurrence.
-fn dedup_keys(entries: Vec<(String, Node)>) -> Vec<(String, Node)> {
-    let mut out: Vec<(String, Node)> = Vec::with_capacity(entries.len());
+/// Keeps the last value of each key, at the position of the key's first occurrence. In place:
+/// beyond the entries themselves it needs 5 bytes per entry (a sorted index and a flag), never
+/// a copy of the keys.
+fn dedup_keys(mut entries: Vec<(String, Node)>) -> Vec<(String, Node)> {
     if entries.len() <= 16 {
+        let mut out: Vec<(String, Node)> = Vec::with_capacity(entries.len());
         for (k, v) in entries {
             match out.iter_mut().find(|(ok, _)| *ok == k) {
                 Some(slot) => slot.1 = v,
                 None => out.push((k, v)),
             }
         }
-    } else {
-        let mut index = std::collections::HashMap::with_capacity(entries.len());
-        for (k, v) in entries {
-            match index.get(&k) {
-                Some(&i) => out[i] = (k, v),
-                None => {
-                    index.insert(k.clone(), out.len());
-                    out.push((k, v));
-                }
+        return out;
+    }
+    let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        entries[a as usize]
+            .0
+            .cmp(&entries[b as usize].0)
+            .then(a.cmp(&b))
+    });
+    let mut removed = vec![false; entries.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i + 1;
+        while j < order.len() && entries[order[j] as usize].0 == entries[order[i] as usize].0 {
+            j += 1;
+        }
+        if j - i > 1 {
+            // Several entries share this key: the first position gets the last value.
+            let (first, last) = (order[i] as usize, order[j - 1] as usize);
+            let value = std::mem::replace(&mut entries[last].1, Node::Null);
+            entries[first].1 = value;
+            for &o in &order[i + 1..j] {
+                removed[o as usize] = true;
             }
         }
+        i = j;
     }
-    out
+    drop(order);
+    let mut index = 0;
+    entries.retain(|_| {
+        index += 1;
+        !removed[index - 1]
+    });
+    entries
 }
 
 /// Deserializes a mapping key: any scalar, rendered as a string.
@@ -670,6 +1124,44 @@ mod tests {
         #[test]
         fn yaml_text_never_panics(s in "[-a-z:{}\\[\\],&*!|>'\" \n#0-9]{0,200}") {
             let _ = parse_yaml(s.as_bytes(), "p", &Limits::default());
+        }
+
+        #[test]
+        fn alias_expansion_stays_in_the_budget(
+            fanout in 1usize..12,
+            levels in 1usize..8,
+            max_nodes in 10usize..5_000,
+        ) {
+            let mut doc = format!("a0: &a0 [{}]\n", vec!["x"; fanout].join(", "));
+            for i in 1..levels {
+                doc.push_str(&format!("a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); fanout].join(", ")));
+            }
+            let limits = Limits { max_nodes, ..Limits::default() };
+            match parse_yaml(doc.as_bytes(), "p", &limits) {
+                Ok(n) => {
+                    fn count(n: &Node) -> usize {
+                        match n {
+                            Node::Seq(i) => 1 + i.iter().map(count).sum::<usize>(),
+                            Node::Map(e) => 1 + e.iter().map(|(_, v)| 1 + count(v)).sum::<usize>(),
+                            _ => 1,
+                        }
+                    }
+                    prop_assert!(count(&n) <= max_nodes);
+                }
+                Err(e) => prop_assert!(matches!(e, MetadataError::TooManyNodes { .. }), "{e}"),
+            }
+        }
+
+        #[test]
+        fn top_level_scan_agrees_with_the_tree(v in 0u64..1000, other in "[a-z]{1,8}", before in any::<bool>()) {
+            let doc = if before {
+                format!("launch-index: {v}\n{other}: [1, {{a: b}}]\n")
+            } else {
+                format!("{other}: {{launch-index: 5, x: [launch-index]}}\nlaunch-index: {v}\n")
+            };
+            let scanned = yaml_top_level_scalar(doc.as_bytes(), "launch-index", &Limits::default());
+            let tree = parse_yaml(doc.as_bytes(), "p", &Limits::default()).unwrap();
+            prop_assert_eq!(scanned, tree.get("launch-index").and_then(Node::scalar_string));
         }
 
         #[test]

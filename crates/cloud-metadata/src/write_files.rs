@@ -13,8 +13,6 @@
 //!   is filtered by the umask); resolve user/group names without NSS (parse `/etc/passwd`).
 //! - Entries with [`WritePlan::defer`] run after users are created.
 
-use std::io::Read as _;
-
 use crate::cloud_config::{ContentEncoding, WriteFile};
 use crate::model::{decode_base64, truncate_at_char};
 use crate::{Limits, MetadataError};
@@ -82,22 +80,12 @@ pub fn decode_content(file: &WriteFile, limits: &Limits) -> Result<Vec<u8>, Meta
 }
 
 fn gunzip(data: &[u8], limits: &Limits) -> Result<Vec<u8>, MetadataError> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(data)
-        .take(limits.max_decoded_bytes as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|source| MetadataError::Gzip {
-            what: "write_files content",
-            source,
-        })?;
-    if out.len() > limits.max_decoded_bytes {
-        return Err(MetadataError::TooLarge {
-            what: "decompressed write_files content",
-            size: out.len(),
-            limit: limits.max_decoded_bytes,
-        });
-    }
-    Ok(out)
+    crate::model::gunzip_bounded(
+        data,
+        "write_files content",
+        limits.max_decoded_bytes,
+        limits.max_decompression_ratio,
+    )
 }
 
 /// Everything the driver needs to write one file safely.

@@ -46,11 +46,11 @@ fn nocloud_kubevirt_seeds() {
                 user_data: Some(&ud),
                 vendor_data: None,
                 network_config: Some(&nc),
+                platform_id: None,
             },
             Datasource::NoCloud,
             &l,
-        )
-        .unwrap();
+        );
         assert_eq!(md.instance_id, iid);
         assert_eq!(md.local_hostname.as_deref(), Some(host));
         assert_eq!(md.short_hostname(), host.split('.').next());
@@ -107,8 +107,7 @@ fn nocloud_kubevirt_static_gateways_and_routes() {
             },
             Datasource::NoCloud,
             &l,
-        )
-        .unwrap();
+        );
         let net = md.network.unwrap();
         let eth0 = &net.interfaces[0];
         assert!(eth0.dhcp4 && eth0.dhcp6, "{dir}");
@@ -195,8 +194,9 @@ fn config_drive_v2_tree_from_cloud_init() {
     // PUBKEY in test_configdrive.py is an elided placeholder ("AAAAB3NzaC1....sIkJ…"):
     // it is dropped, with a warning naming it.
     assert!(md.public_keys.is_empty());
-    assert_eq!(md.warnings.len(), 1, "{:?}", md.warnings);
-    assert!(md.warnings[0].contains("dropped SSH key"));
+    assert_eq!(md.problems.len(), 1, "{:?}", md.problems);
+    assert!(md.problems[0].message.contains("not an SSH key"));
+    assert_eq!(md.problems[0].file, "meta_data.json");
     // vendor_data.json is {"magic": ""}: no cloud-init member, so no vendor-data.
     assert_eq!(md.vendor_data, None);
     let net = md.network.expect("network_data.json");
@@ -283,9 +283,17 @@ fn afterburn_config_drives() {
     .unwrap();
     assert_eq!(md.instance_id, "5d307ca9-b3ef-428c-8861-06e72d69f223");
     assert_eq!(md.instance_type.as_deref(), Some("some_type"));
-    assert_eq!(
-        md.local_hostname.as_deref(),
-        Some("test_instance-kubevirt.foo.cloud")
+    // The fixture's hostname has an underscore, which RFC 1123 does not allow: dropped,
+    // with a problem naming it; everything else is kept.
+    assert_eq!(md.local_hostname, None);
+    assert!(
+        md.problems
+            .iter()
+            .any(|p| p.field.as_deref() == Some("hostname")
+                && p.message.contains("test_instance-kubevirt.foo.cloud")
+                && p.message.contains("'_'")),
+        "{:?}",
+        md.problems
     );
     assert_eq!(md.public_keys.len(), 1);
     let net = md.network.unwrap();
@@ -314,8 +322,7 @@ fn afterburn_config_drives() {
             "afterburn/kubevirt/dhcp_static_gw_dns/openstack/latest/network_data.json",
         )),
         &l,
-    )
-    .unwrap();
+    );
     let net = md.network.unwrap();
     let eth0 = &net.interfaces[0];
     assert!(eth0.dhcp4 && eth0.dhcp6);
@@ -430,9 +437,11 @@ fn ec2_crawl_of_cloud_init_default_metadata() {
     // The fixture's key is a truncated placeholder ("AAAAB3Nz....w=="): dropped with a warning.
     assert!(md.public_keys.is_empty());
     assert!(
-        md.warnings.iter().any(|w| w.contains("brickies")),
+        md.problems
+            .iter()
+            .any(|p| p.field.as_deref() == Some("public-keys/0/openssh-key")),
         "{:?}",
-        md.warnings
+        md.problems
     );
     assert_eq!(fake.log[0], "PUT /latest/api/token");
     assert!(fake.log.iter().all(|l| !l.contains("security-credentials")));
@@ -464,7 +473,7 @@ fn ec2_unreachable_and_odd_statuses() {
 }
 
 #[test]
-fn ec2_oversized_user_data_is_refused() {
+fn ec2_oversized_user_data_is_dropped() {
     let tree: serde_json::Value =
         serde_json::from_slice(&common::read("cloud-init/ec2/default-metadata.json")).unwrap();
     let mut fake = FakeImds {
@@ -482,8 +491,14 @@ fn ec2_oversized_user_data_is_refused() {
         limits,
         ..Ec2Config::default()
     });
-    let err = drive(&mut c, |r| fake.answer(r)).unwrap_err();
-    assert!(matches!(err, MetadataError::TooLarge { .. }), "{err}");
+    // Degraded, not discarded: the user-data is dropped with a problem, the rest is kept.
+    let md = drive(&mut c, |r| fake.answer(r)).unwrap();
+    assert_eq!(md.user_data, None);
+    assert_eq!(md.instance_id, "i-0a33f80f09c96477f");
+    assert_eq!(
+        md.problems[0].to_string(),
+        "user-data: 2 KiB exceeds the 1 KiB limit; ignored"
+    );
 }
 
 #[test]
@@ -531,7 +546,11 @@ fn query_view_of_a_config_drive() {
     assert_eq!(got["availability-zone"], "nova");
     assert_eq!(got["datasource"], "configdrive");
     assert!(!got.contains_key("public-keys"));
-    assert!(got["warnings"].contains("dropped SSH key"));
+    assert!(
+        got["problems"].contains("not an SSH key"),
+        "{}",
+        got["problems"]
+    );
     assert!(got["network-config"].contains("fa:16:3e:69:b0:58"));
     assert_eq!(
         md.query("meta.my-meta").unwrap().unwrap().as_bytes(),

@@ -73,7 +73,20 @@ fn gzip_bomb_is_stopped_at_the_limit() {
         "64 MiB of zeros in {} bytes",
         bomb.len()
     );
+    // 1000:1 trips the ratio limit long before the 16 MiB output cap.
     let err = parse_user_data(&bomb, &l()).unwrap_err();
+    assert!(
+        matches!(err, MetadataError::CompressionRatio { ratio: 100, .. }),
+        "{err}"
+    );
+    let err = parse_user_data(
+        &bomb,
+        &Limits {
+            max_decompression_ratio: 10_000,
+            ..l()
+        },
+    )
+    .unwrap_err();
     assert!(
         matches!(err, MetadataError::TooLarge { limit, .. } if limit == 16 << 20),
         "{err}"
@@ -82,6 +95,7 @@ fn gzip_bomb_is_stopped_at_the_limit() {
         &bomb,
         &Limits {
             max_decoded_bytes: 80 << 20,
+            max_decompression_ratio: 10_000,
             ..l()
         },
     )
@@ -186,7 +200,15 @@ fn invalid_ssh_keys_are_dropped_with_warnings() {
         nocloud::parse_meta_data(&common::read("malformed/invalid-ssh-keys.yaml"), &l()).unwrap();
     assert_eq!(md.public_keys.len(), 1);
     assert!(md.public_keys[0].ends_with("valid@example"));
-    assert_eq!(md.warnings.len(), 4, "{:#?}", md.warnings);
+    assert_eq!(md.problems.len(), 4, "{:#?}", md.problems);
+    assert!(
+        md.problems.iter().all(|p| p.file == "meta-data"
+            && p.field
+                .as_deref()
+                .is_some_and(|f| f.starts_with("public-keys"))),
+        "{:#?}",
+        md.problems
+    );
 }
 
 #[test]

@@ -1,10 +1,13 @@
-//! The real [`Host`]: stdout console, a file as block device, a TAP interface as network.
+//! The real [`Host`]: stdout console (sanitised, [`crate::console`]), a file as block device, a
+//! TAP interface as network.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, SystemTime};
 
+use crate::console::ConsoleFilter;
 use crate::hypercall::Host;
 use crate::sys;
 
@@ -39,6 +42,12 @@ impl BlockFile {
     }
 }
 
+impl AsRawFd for BlockFile {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
 /// A TAP interface.
 #[derive(Debug)]
 pub struct Tap {
@@ -54,24 +63,60 @@ impl Tap {
     }
 }
 
+impl AsRawFd for Tap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
 /// Console, block and network devices of one guest.
 #[derive(Debug)]
 pub struct Devices {
-    /// Console output goes here.
+    /// Console output goes here, through [`ConsoleFilter`].
     pub console: io::Stdout,
+    console_filter: ConsoleFilter,
     /// Optional block device.
     pub block: Option<BlockFile>,
     /// Optional network device.
     pub net: Option<Tap>,
 }
 
-impl Host for Devices {
-    fn console_write(&mut self, bytes: &[u8]) {
+impl Devices {
+    /// Devices with the console on stdout.
+    pub fn new(block: Option<BlockFile>, net: Option<Tap>) -> Self {
+        Self {
+            console: io::stdout(),
+            console_filter: ConsoleFilter::new(),
+            block,
+            net,
+        }
+    }
+
+    /// Writes console output the filter still held back (the guest has ended).
+    pub fn finish_console(&mut self) {
+        let mut text = String::new();
+        self.console_filter.finish(&mut text);
+        self.write_console(&text);
+    }
+
+    fn write_console(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
         // Console output is best effort, like a serial line: a closed stdout must not kill the
         // guest.
         let mut out = self.console.lock();
-        let _ = out.write_all(bytes);
+        let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
+    }
+}
+
+impl Host for Devices {
+    fn console_write(&mut self, bytes: &[u8]) {
+        // The guest's bytes never reach the terminal raw: see `crate::console`.
+        let mut text = String::with_capacity(bytes.len());
+        self.console_filter.push(bytes, &mut text);
+        self.write_console(&text);
     }
 
     fn wall_nsecs(&mut self) -> u64 {

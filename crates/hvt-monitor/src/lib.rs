@@ -4,15 +4,18 @@
 //! The monitor loads the ELF ([`elf`]), writes page tables and boot info ([`setup`]), enters long
 //! mode directly (no BIOS, no device emulation; [`vm`]), applies a seccomp allow-list
 //! ([`seccomp`]) and then serves the hypercalls of [`hvt_abi`] ([`hypercall`]) with a stdout
-//! console, a file as block device and a TAP interface as network ([`devices`]).
+//! console, a file as block device and a TAP interface as network ([`devices`]). Guest console
+//! output is sanitised before it reaches the operator's terminal ([`console`]).
 //!
 //! Every guest pointer and length is checked against guest memory ([`memory`]); a guest that
 //! misbehaves is stopped with a defined exit code ([`hvt_abi::exit`]), never by a monitor panic.
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub mod cli;
+pub mod console;
 pub mod devices;
 pub mod elf;
 pub mod hypercall;
@@ -102,8 +105,8 @@ pub enum MonitorError {
         source: std::io::Error,
     },
     /// The seccomp filter could not be built or applied.
-    #[error("seccomp: {0}")]
-    Seccomp(String),
+    #[error("cannot install the seccomp filter")]
+    Seccomp(#[source] seccomp::SeccompError),
     /// The guest made an invalid hypercall.
     #[error("guest fault")]
     GuestFault(#[source] hypercall::GuestFault),
@@ -208,11 +211,7 @@ pub fn run(config: &Config) -> Result<u8, MonitorError> {
             m
         }
     };
-    let mut host = devices::Devices {
-        console: std::io::stdout(),
-        block,
-        net,
-    };
+    let mut host = devices::Devices::new(block, net);
 
     let mut vm = vm::Vm::new(mem)?;
     let (sectors, sector_size) = hypercall::Host::block_info(&host).unwrap_or((0, 0));
@@ -237,7 +236,12 @@ pub fn run(config: &Config) -> Result<u8, MonitorError> {
             .map_err(|e| MonitorError::Hypervisor(format!("watchdog timer: {e}")))?;
     }
     if config.seccomp {
-        seccomp::apply().map_err(|e| MonitorError::Seccomp(e.to_string()))?;
+        let fds = seccomp::RunFds {
+            vcpu: vm.vcpu_fd(),
+            block: host.block.as_ref().map(AsRawFd::as_raw_fd),
+            tap: host.net.as_ref().map(AsRawFd::as_raw_fd),
+        };
+        seccomp::apply(&fds).map_err(MonitorError::Seccomp)?;
     }
     let setup_done = started.elapsed();
     tracing::debug!(entry = kernel.entry, end = kernel.end, "guest ready");
@@ -245,6 +249,7 @@ pub fn run(config: &Config) -> Result<u8, MonitorError> {
         eprintln!("virga-hvt: setup_us={}", setup_done.as_micros());
     }
     let result = vm.run(&mut host, deadline);
+    host.finish_console();
     if config.timings {
         eprintln!(
             "virga-hvt: guest_us={}",

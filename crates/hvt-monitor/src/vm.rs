@@ -1,5 +1,6 @@
 //! The KVM side: one VM, one vCPU entered directly in long mode, and the run loop.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_regs, kvm_segment};
@@ -43,6 +44,11 @@ impl Vm {
             _kvm: kvm,
             mem,
         })
+    }
+
+    /// The vCPU's descriptor (the only one `KVM_RUN` is issued on; see [`crate::seccomp`]).
+    pub fn vcpu_fd(&self) -> RawFd {
+        self.vcpu.as_raw_fd()
     }
 
     /// TSC frequency in kHz, 0 if KVM does not know it.

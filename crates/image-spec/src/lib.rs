@@ -328,20 +328,10 @@ pub struct ImageSpec {
 }
 
 /// Datasource names the guest knows.
-pub const DATASOURCES: &[&str] = &[
-    "nocloud",
-    "nocloud-net",
-    "configdrive",
-    "openstack",
-    "ec2",
-    "none",
-];
+pub use boot_contract::datasource::NAMES as DATASOURCES;
 
 fn default_datasources() -> Vec<String> {
-    ["nocloud", "configdrive", "openstack", "ec2", "none"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    boot_contract::default_datasources()
 }
 
 fn default_hostname() -> String {

@@ -8,10 +8,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
+
+use crate::conn::{DEFAULT_MAX_CONNECTION_SECS, DEFAULT_MAX_CONNECTIONS};
+use crate::http::Status;
+use crate::slots::{self, MAX_SLOTS};
 use crate::{
-    Cloud, Fault, FaultKind, ImdsMode, MetadataServerError, MetadataService, ServerConfig,
-    TcpServer, TokenKey, serve_connection,
+    Cloud, Fault, FaultKind, ImdsMode, MetadataServerError, MetadataService, Response,
+    ServerConfig, TcpServer, TokenKey, serve_connection,
 };
+
+/// Exit status of a `--stdio` process ended at its hard deadline.
+pub const STDIO_DEADLINE_EXIT: i32 = 3;
 
 /// `metadata-server`: serve EC2 IMDS or OpenStack metadata from a directory.
 #[derive(Debug, Clone, clap::Args)]
@@ -65,7 +73,25 @@ pub struct ServerArgs {
     /// Answer 408 when a request takes longer than this to arrive, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
+    /// Close any connection open this long, however busy, in seconds. With --stdio the process
+    /// also exits a few seconds later even if it is stuck writing to a guest that stopped
+    /// reading.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MAX_CONNECTION_SECS)]
+    pub max_connection_secs: u64,
+    /// Serve at most this many connections at once; more are answered 503 and closed. With
+    /// --stdio the cap is shared through --slot-dir by every process of the VM.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_SLOTS as i64).map(usize::from))]
+    pub max_connections: usize,
+    /// With --stdio: directory of the connection slots shared by the server processes of one
+    /// VM (created if missing; `virga run` passes one per VM). Without it a --stdio process
+    /// knows nothing of the others and only the time limits apply.
+    #[arg(long, value_name = "DIR", requires = "stdio")]
+    pub slot_dir: Option<PathBuf>,
 }
+
+/// How long after `--max-connection-secs` a stuck `--stdio` process is ended.
+pub const STDIO_EXIT_GRACE: Duration = Duration::from_secs(5);
 
 fn io_err(context: String) -> impl FnOnce(std::io::Error) -> MetadataServerError {
     move |source| MetadataServerError::Io { context, source }
@@ -89,11 +115,54 @@ pub fn run_server(args: &ServerArgs) -> Result<(), MetadataServerError> {
             context: "redirecting stderr".into(),
             source: e.into(),
         })?;
+        // A write to a guest that stopped reading blocks forever (stdio has no write timeout):
+        // end the process a little after the connection's time limit, whatever it is doing.
+        let limit = Duration::from_secs(args.max_connection_secs) + STDIO_EXIT_GRACE;
+        std::thread::Builder::new()
+            .name("mdserver-deadline".into())
+            .spawn(move || {
+                std::thread::sleep(limit);
+                tracing::warn!(
+                    ?limit,
+                    "connection still open at its hard deadline: exiting"
+                );
+                std::process::exit(STDIO_DEADLINE_EXIT);
+            })
+            .map_err(io_err("starting the deadline thread".into()))?;
     } else if args.listen.is_none() {
         return Err(MetadataServerError::Usage(
             "give --stdio (one connection on stdin/stdout) or --listen ADDR".into(),
         ));
     }
+
+    // Held until the process exits (the connection is over); see `crate::slots`.
+    let _slot = match (&args.slot_dir, args.stdio) {
+        (Some(dir), true) => match slots::try_acquire(dir, args.max_connections) {
+            Ok(Some(slot)) => {
+                tracing::debug!(slot = slot.index(), "connection slot taken");
+                Some(slot)
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    max = args.max_connections,
+                    "too many connections: answering 503"
+                );
+                let mut out = std::io::stdout().lock();
+                let _ = Response::error(Status::SERVICE_UNAVAILABLE)
+                    .with_header("Retry-After", "1")
+                    .write_to(&mut out, false, false);
+                let _ = out.flush();
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(MetadataServerError::Io {
+                    context: format!("taking a connection slot in {}", dir.display()),
+                    source: e,
+                });
+            }
+        },
+        _ => None,
+    };
 
     let imds = args.imds.unwrap_or(args.cloud.default_imds());
     let key = if matches!(imds, ImdsMode::V1AndV2 | ImdsMode::V2Only) {
@@ -129,6 +198,8 @@ pub fn run_server(args: &ServerArgs) -> Result<(), MetadataServerError> {
     let cfg = ServerConfig {
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         request_timeout: Duration::from_secs(args.request_timeout_secs),
+        max_connection_time: Duration::from_secs(args.max_connection_secs),
+        max_connections: args.max_connections,
         fault,
         access_log,
         ..ServerConfig::default()

@@ -24,6 +24,13 @@ pub trait Handler: Send + Sync {
     fn handle(&self, req: &Request, now: SystemTime) -> Response;
 }
 
+/// Default of [`ServerConfig::max_connections`]: a guest crawls its metadata over a handful of
+/// connections at most.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+/// Default of [`ServerConfig::max_connection_time`], in seconds: above the idle timeout (30)
+/// and the default `--fault hang` (120), so neither is cut short.
+pub const DEFAULT_MAX_CONNECTION_SECS: u64 = 180;
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -33,11 +40,14 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// How long a client may take to send one whole request once it started.
     pub request_timeout: Duration,
+    /// Longest a connection may stay open, however busy (keep-alive cannot hold it forever).
+    pub max_connection_time: Duration,
     /// Longest a TCP write may block (TCP only; stdio cannot time out writes).
     pub write_timeout: Duration,
     /// Most requests served on one connection.
     pub max_requests_per_connection: usize,
-    /// Most TCP connections served at once; more are answered `503` and closed.
+    /// Most connections served at once; more are answered `503` and closed (TCP: by the
+    /// listener; `--stdio`: through [`crate::slots`], shared by the processes of one VM).
     pub max_connections: usize,
     /// Fault to inject, if any.
     pub fault: Option<Fault>,
@@ -51,9 +61,10 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             idle_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
+            max_connection_time: Duration::from_secs(DEFAULT_MAX_CONNECTION_SECS),
             write_timeout: Duration::from_secs(30),
             max_requests_per_connection: 1000,
-            max_connections: 64,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             fault: None,
             access_log: None,
         }
@@ -87,6 +98,8 @@ pub enum ConnectionEnd {
     BadRequest,
     /// [`ServerConfig::max_requests_per_connection`] reached.
     RequestLimit,
+    /// [`ServerConfig::max_connection_time`] reached.
+    TimeLimit,
     /// A fault (hang, garbage) ended it.
     Fault,
     /// Reading or writing failed.
@@ -198,6 +211,7 @@ where
     W: Write,
 {
     let mut conn = Connection {
+        deadline: Instant::now() + cfg.max_connection_time,
         input: Input::spawn(reader),
         out: BufWriter::new(writer),
         buf: Vec::new(),
@@ -216,6 +230,8 @@ where
 }
 
 struct Connection<'a, W: Write> {
+    /// When the connection ends at the latest ([`ServerConfig::max_connection_time`]).
+    deadline: Instant,
     input: Input,
     out: BufWriter<W>,
     buf: Vec<u8>,
@@ -263,7 +279,11 @@ impl<W: Write> Connection<'_, W> {
 
     /// Waits for and parses the next request.
     fn read_request(&mut self) -> Result<(Request, Instant), ConnectionEnd> {
-        let idle_deadline = Instant::now() + self.cfg.idle_timeout;
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(self.time_limit());
+        }
+        let idle_deadline = (now + self.cfg.idle_timeout).min(self.deadline);
         let mut started: Option<Instant> = None;
         let head = loop {
             if started.is_none() && self.buf.iter().any(|&b| b != b'\r' && b != b'\n') {
@@ -274,7 +294,7 @@ impl<W: Write> Connection<'_, W> {
                 Ok(None) => {}
                 Err(e) => return Err(self.refuse(&e, started)),
             }
-            let deadline = started.map_or(idle_deadline, |s| s + self.cfg.request_timeout);
+            let deadline = started.map_or(idle_deadline, |s| self.request_deadline(s));
             self.fill(deadline, started.is_some())?;
         };
         let started = started.unwrap_or_else(Instant::now);
@@ -291,10 +311,25 @@ impl<W: Write> Connection<'_, W> {
             }
         }
         while self.buf.len() < len {
-            self.fill(started + self.cfg.request_timeout, true)?;
+            self.fill(self.request_deadline(started), true)?;
         }
         let body: Vec<u8> = self.buf.drain(..len).collect();
         Ok((Request { head, body }, started))
+    }
+
+    /// When a request that started at `started` must be complete.
+    fn request_deadline(&self, started: Instant) -> Instant {
+        (started + self.cfg.request_timeout).min(self.deadline)
+    }
+
+    fn time_limit(&self) -> ConnectionEnd {
+        tracing::info!(
+            peer = self.peer,
+            limit = ?self.cfg.max_connection_time,
+            requests = self.requests,
+            "connection open too long: closing it"
+        );
+        ConnectionEnd::TimeLimit
     }
 
     /// Receives one chunk into the buffer, or ends the connection at the deadline / EOF.
@@ -324,6 +359,7 @@ impl<W: Write> Connection<'_, W> {
                 self.log_line("-", "-", Status::REQUEST_TIMEOUT, 0, None, None);
                 Err(ConnectionEnd::RequestTimeout)
             }
+            None if Instant::now() >= self.deadline => Err(self.time_limit()),
             None => Err(ConnectionEnd::IdleTimeout),
         }
     }
@@ -358,7 +394,7 @@ impl<W: Write> Connection<'_, W> {
                     Some(started),
                     Some("hang"),
                 );
-                let until = Instant::now() + fault.hang_for;
+                let until = (Instant::now() + fault.hang_for).min(self.deadline);
                 // Hold the connection, discarding input, until the client gives up.
                 loop {
                     match self.input.recv(until) {
@@ -386,7 +422,10 @@ impl<W: Write> Connection<'_, W> {
             }
             FaultKind::Slow => {
                 let r = self.handler.handle(req, SystemTime::now());
-                let slow = (fault.slow_delay, Instant::now() + fault.slow_max);
+                let slow = (
+                    fault.slow_delay,
+                    (Instant::now() + fault.slow_max).min(self.deadline),
+                );
                 self.send(req, r, started, keep_alive, Some(slow), Some("slow"))
                     .err()
                     .map(|_| ConnectionEnd::IoError)
@@ -726,6 +765,53 @@ mod tests {
         assert_eq!(s.end, ConnectionEnd::Fault);
         assert!(out.is_empty(), "{out}");
         assert!(took >= Duration::from_millis(300));
+    }
+
+    /// A client that sends a keep-alive request every `period`, forever.
+    struct Chatty(Duration);
+    impl Read for Chatty {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            thread::sleep(self.0);
+            let req = b"GET /again HTTP/1.1\r\n\r\n";
+            buf[..req.len()].copy_from_slice(req);
+            Ok(req.len())
+        }
+    }
+
+    #[test]
+    fn busy_connections_end_at_the_time_limit() {
+        let cfg = ServerConfig {
+            idle_timeout: Duration::from_millis(300),
+            max_connection_time: Duration::from_millis(600),
+            ..ServerConfig::default()
+        };
+        let t = Instant::now();
+        let mut out = Vec::new();
+        let s = serve_connection(
+            Chatty(Duration::from_millis(50)),
+            &mut out,
+            &Echo,
+            &cfg,
+            "t",
+        );
+        let took = t.elapsed();
+        // Never idle, far below the request limit: only the time limit ends it.
+        assert_eq!(s.end, ConnectionEnd::TimeLimit);
+        assert!(s.requests > 2, "{s:?}");
+        assert!(
+            took >= Duration::from_millis(600) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        // A hang fault does not outlast it either.
+        let mut fault = Fault::new(FaultKind::Hang);
+        fault.hang_for = Duration::from_secs(60);
+        let cfg = ServerConfig {
+            fault: Some(fault),
+            ..cfg
+        };
+        let (_, s, took) = stalled(b"GET /x HTTP/1.1\r\n\r\n", &cfg);
+        assert_eq!(s.end, ConnectionEnd::Fault);
+        assert!(took < Duration::from_secs(5), "{took:?}");
     }
 
     /// Yields its chunks one `read` at a time.

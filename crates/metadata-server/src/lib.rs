@@ -15,6 +15,7 @@
 //! - [`service`]: the EC2 and OpenStack routing over a directory in the cloud's own layout,
 //!   IMDSv2 tokens ([`token`], stateless HMAC so they validate across processes).
 //! - [`generate`]: [`InstanceSpec`] → NoCloud, ConfigDrive, EC2 and OpenStack trees.
+//! - [`slots`]: the cap on concurrent connections shared by the per-connection processes.
 //! - [`cli`]: the `metadata-server` subcommand.
 //!
 //! The host must never talk to a real 169.254.169.254 (a cloud host has its own): tests point
@@ -30,6 +31,7 @@ pub mod generate;
 pub mod http;
 pub mod qemu;
 pub mod service;
+pub mod slots;
 pub mod token;
 
 pub use conn::{

@@ -10,8 +10,13 @@
 //! for HTTP; `cmd:` gets one process per connection, with the connection on stdin and
 //! stdout — and on stderr too (libslirp passes the socket as fds 0, 1 and 2), which is why
 //! `--stdio` sends logs to `--log-file` or /dev/null.
+//!
+//! QEMU starts one process per connection without any limit, so the command carries
+//! `--slot-dir`: the processes of one VM share its connection slots ([`crate::slots`]) and at
+//! most `--max-connections` of them serve at once; each also ends at its connection's time
+//! limit (`--max-connection-secs`).
 
-use std::path::Path;
+use std::path::PathBuf;
 
 /// The slirp network used when the metadata server is attached.
 pub const NET: &str = "169.254.169.0/24";
@@ -47,7 +52,7 @@ pub fn qemu_opt_escape(value: &str) -> String {
 
 /// The slirp options (without `user,id=…`) that attach the metadata server: the moved
 /// network and `guestfwd=tcp:169.254.169.254:80-cmd:<argv>`. `argv` is the server command,
-/// e.g. from [`server_argv`]. Append `hostfwd=…` options as usual.
+/// e.g. from [`StdioCommand::argv`]. Append `hostfwd=…` options as usual.
 pub fn netdev_options(argv: &[String]) -> String {
     let cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
     format!(
@@ -56,40 +61,75 @@ pub fn netdev_options(argv: &[String]) -> String {
     )
 }
 
-/// The command QEMU runs per connection:
-/// `<virga> metadata-server --stdio --cloud <cloud> --dir <dir> [--token-secret-file F]
-/// [--access-log F] [--log-file F] [extra…]`. All paths should be absolute (QEMU runs it in
-/// its own working directory).
-pub fn server_argv(
-    virga: &Path,
-    cloud: crate::Cloud,
-    dir: &Path,
-    token_secret_file: Option<&Path>,
-    access_log: Option<&Path>,
-    log_file: Option<&Path>,
-    extra: &[String],
-) -> Vec<String> {
-    let mut argv = vec![
-        virga.display().to_string(),
-        "metadata-server".into(),
-        "--stdio".into(),
-        "--cloud".into(),
-        cloud.to_string(),
-        "--dir".into(),
-        dir.display().to_string(),
-    ];
-    for (flag, path) in [
-        ("--token-secret-file", token_secret_file),
-        ("--access-log", access_log),
-        ("--log-file", log_file),
-    ] {
-        if let Some(p) = path {
-            argv.push(flag.into());
-            argv.push(p.display().to_string());
+/// The command QEMU runs per connection. All paths should be absolute (QEMU runs it in its
+/// own working directory).
+#[derive(Debug, Clone)]
+pub struct StdioCommand {
+    /// The `virga` executable.
+    pub virga: PathBuf,
+    /// The cloud to emulate.
+    pub cloud: crate::Cloud,
+    /// The metadata directory.
+    pub dir: PathBuf,
+    /// Directory of the connection slots shared by this VM's server processes (one per VM).
+    pub slot_dir: PathBuf,
+    /// The IMDSv2 token secret shared by this VM's server processes.
+    pub token_secret_file: Option<PathBuf>,
+    /// Access log shared by this VM's server processes.
+    pub access_log: Option<PathBuf>,
+    /// Where the processes' logs go (their stderr is the guest's socket).
+    pub log_file: Option<PathBuf>,
+    /// More server options (e.g. `--fault 500`, `--max-connections 4`), appended as they are.
+    pub extra: Vec<String>,
+}
+
+impl StdioCommand {
+    /// A command for `cloud` over `dir` with the slots in `slot_dir`, nothing optional set.
+    pub fn new(
+        virga: impl Into<PathBuf>,
+        cloud: crate::Cloud,
+        dir: impl Into<PathBuf>,
+        slot_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            virga: virga.into(),
+            cloud,
+            dir: dir.into(),
+            slot_dir: slot_dir.into(),
+            token_secret_file: None,
+            access_log: None,
+            log_file: None,
+            extra: Vec::new(),
         }
     }
-    argv.extend(extra.iter().cloned());
-    argv
+
+    /// `<virga> metadata-server --stdio --cloud <cloud> --dir <dir> --slot-dir <slots>
+    /// [--token-secret-file F] [--access-log F] [--log-file F] [extra…]`.
+    pub fn argv(&self) -> Vec<String> {
+        let mut argv = vec![
+            self.virga.display().to_string(),
+            "metadata-server".into(),
+            "--stdio".into(),
+            "--cloud".into(),
+            self.cloud.to_string(),
+            "--dir".into(),
+            self.dir.display().to_string(),
+            "--slot-dir".into(),
+            self.slot_dir.display().to_string(),
+        ];
+        for (flag, path) in [
+            ("--token-secret-file", &self.token_secret_file),
+            ("--access-log", &self.access_log),
+            ("--log-file", &self.log_file),
+        ] {
+            if let Some(p) = path {
+                argv.push(flag.into());
+                argv.push(p.display().to_string());
+            }
+        }
+        argv.extend(self.extra.iter().cloned());
+        argv
+    }
 }
 
 #[cfg(test)]
@@ -107,20 +147,20 @@ mod tests {
 
     #[test]
     fn netdev_string() {
-        let argv = server_argv(
-            Path::new("/opt/virga"),
+        let mut cmd = StdioCommand::new(
+            "/opt/virga",
             crate::Cloud::Ec2,
-            Path::new("/run/vm 1/md"),
-            Some(Path::new("/run/vm/imds.key")),
-            None,
-            None,
-            &["--fault".into(), "500".into()],
+            "/run/vm 1/md",
+            "/run/vm 1/slots",
         );
+        cmd.token_secret_file = Some("/run/vm/imds.key".into());
+        cmd.extra = vec!["--fault".into(), "500".into()];
         assert_eq!(
-            netdev_options(&argv),
+            netdev_options(&cmd.argv()),
             "net=169.254.169.0/24,host=169.254.169.1,dns=169.254.169.3,dhcpstart=169.254.169.15,\
              guestfwd=tcp:169.254.169.254:80-cmd:/opt/virga metadata-server --stdio --cloud ec2 \
-             --dir '/run/vm 1/md' --token-secret-file /run/vm/imds.key --fault 500"
+             --dir '/run/vm 1/md' --slot-dir '/run/vm 1/slots' \
+             --token-secret-file /run/vm/imds.key --fault 500"
         );
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -243,4 +243,155 @@ fn oversized_request_gets_an_error_then_close() {
     assert_eq!(r.header("connection"), Some("close"));
     drop(stdin);
     assert_eq!(finish(child, Duration::from_secs(10)).0, 0);
+}
+
+/// `--stdio` processes sharing one `--slot-dir`, as QEMU starts them for one VM.
+fn spawn_capped(dir: &std::path::Path, slots: &std::path::Path, extra: &[&str]) -> Child {
+    let mut args = vec![
+        "--cloud",
+        "ec2",
+        "--imds",
+        "v1-only",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--slot-dir",
+        slots.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args, &[])
+}
+
+#[test]
+fn a_connection_flood_gets_at_most_max_connections_handlers() {
+    const MAX: usize = 3;
+    const FLOOD: usize = 24;
+    let dir = metadata_dir();
+    let state = tempfile::tempdir().unwrap();
+    let slots = state.path().join("slots");
+    let max = MAX.to_string();
+    // A guest opens FLOOD connections at once and holds them all open without a word.
+    let mut children: Vec<Child> = (0..FLOOD)
+        .map(|_| spawn_capped(dir.path(), &slots, &["--max-connections", &max]))
+        .collect();
+    let held: Vec<_> = children.iter_mut().map(|c| c.stdin.take()).collect();
+
+    // Every connection beyond MAX is answered 503 and its process exits right away.
+    let t0 = Instant::now();
+    let alive = |children: &mut Vec<Child>| {
+        children
+            .iter_mut()
+            .filter_map(|c| c.try_wait().unwrap().is_none().then_some(()))
+            .count()
+    };
+    while alive(&mut children) > MAX {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{} handlers still running with a cap of {MAX}",
+            alive(&mut children)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // …and no more than that: MAX stay, serving (the default idle timeout is 30 s).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(alive(&mut children), MAX);
+
+    let mut served = Vec::new();
+    for (mut child, stdin) in children.into_iter().zip(held) {
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        if child.try_wait().unwrap().is_some() {
+            let r = read_response(&mut out);
+            assert_eq!(r.status, 503);
+            assert_eq!(r.header("retry-after"), Some("1"));
+            let (code, stderr) = finish(child, Duration::from_secs(5));
+            assert_eq!(code, 0);
+            assert!(stderr.is_empty(), "{stderr}");
+        } else {
+            let mut stdin = stdin.unwrap();
+            stdin
+                .write_all(b"GET /latest/meta-data/instance-id HTTP/1.1\r\n\r\n")
+                .unwrap();
+            let r = read_response(&mut out);
+            assert_eq!((r.status, r.text().as_str()), (200, INSTANCE_ID));
+            served.push((child, stdin));
+        }
+    }
+    assert_eq!(served.len(), MAX);
+
+    // The flood is over (the guest closes its connections): the server answers again.
+    for (child, stdin) in served {
+        drop(stdin);
+        assert_eq!(finish(child, Duration::from_secs(10)).0, 0);
+    }
+    let mut child = spawn_capped(dir.path(), &slots, &["--max-connections", &max]);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    stdin
+        .write_all(b"GET /latest/meta-data/instance-id HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut out);
+    assert_eq!((r.status, r.text().as_str()), (200, INSTANCE_ID));
+    assert_eq!(finish(child, Duration::from_secs(10)).0, 0);
+}
+
+#[test]
+fn a_busy_connection_ends_at_its_time_limit() {
+    let dir = metadata_dir();
+    let state = tempfile::tempdir().unwrap();
+    let slots = state.path().join("slots");
+    let mut child = spawn_capped(dir.path(), &slots, &["--max-connection-secs", "2"]);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // Keep-alive requests well inside the idle timeout: only the time limit can end it.
+    let t0 = Instant::now();
+    let mut answered = 0;
+    let request = b"GET /latest/meta-data/instance-id HTTP/1.1\r\n\r\n";
+    while stdin.write_all(request).is_ok() {
+        if out.fill_buf().map_or(true, |b| b.is_empty()) {
+            break; // the server closed the connection
+        }
+        let r = read_response(&mut out);
+        assert_eq!((r.status, r.text().as_str()), (200, INSTANCE_ID));
+        answered += 1;
+        assert!(t0.elapsed() < Duration::from_secs(15), "never closed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = t0.elapsed();
+    assert!(answered > 5, "{answered}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    assert_eq!(finish(child, Duration::from_secs(10)).0, 0);
+}
+
+#[test]
+fn a_guest_that_stops_reading_cannot_hold_the_process() {
+    // A response bigger than the pipe's buffer, never read: the server blocks in write(2),
+    // which stdio cannot time out. The process must still end after the time limit.
+    let dir = metadata_dir();
+    let big = dir.path().join("latest/user-data");
+    std::fs::write(&big, vec![b'x'; 4 << 20]).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let slots = state.path().join("slots");
+    let mut child = spawn_capped(dir.path(), &slots, &["--max-connection-secs", "1"]);
+    let mut stdin = child.stdin.take().unwrap();
+    let _out = child.stdout.take().unwrap(); // open, never read
+    stdin
+        .write_all(b"GET /latest/user-data HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    let (code, stderr) = finish(child, Duration::from_secs(30));
+    assert_eq!(code, metadata_server::cli::STDIO_DEADLINE_EXIT, "{stderr}");
+    assert!(
+        t0.elapsed()
+            < Duration::from_secs(1)
+                + metadata_server::cli::STDIO_EXIT_GRACE
+                + Duration::from_secs(5)
+    );
+    // The slot is free again.
+    assert!(
+        metadata_server::slots::try_acquire(&slots, 1)
+            .unwrap()
+            .is_some()
+    );
 }

@@ -32,6 +32,8 @@ mod status;
 mod sys;
 
 pub mod acpi;
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use addr::{Address, IpFamily};
 pub use dhcp::{

@@ -177,6 +177,98 @@ pub(crate) fn error_code(payload: &[u8]) -> Option<i32> {
     (payload.len() >= 4).then(|| ne_u32(payload) as i32)
 }
 
+/// The error for a failed request: the kernel sends `-errno`; a value that is not one (positive,
+/// or `i32::MIN`, which has no negation) is reported as `EIO`.
+fn netlink_error(op: &'static str, code: i32) -> NetConfigError {
+    let errno = code.checked_neg().filter(|e| *e > 0).unwrap_or(libc_eio());
+    NetConfigError::Netlink {
+        op,
+        source: io::Error::from_raw_os_error(errno),
+    }
+}
+
+// The reply handling of `Rtnl::{query, request, dump}`, one received datagram at a time and
+// without I/O, so that it is unit tested and fuzzed (`fuzz/fuzz_targets/net_netlink_reply.rs`)
+// on whatever the socket might return. `None`: the answer is not complete, receive again.
+
+/// For `query`: the payload of the first reply of type `reply_ty` to request `seq`.
+pub(crate) fn query_step(
+    datagram: &[u8],
+    seq: u32,
+    reply_ty: u16,
+    op: &'static str,
+) -> Option<Result<Vec<u8>, NetConfigError>> {
+    for m in messages(datagram) {
+        if m.seq != seq {
+            continue;
+        }
+        if m.ty == reply_ty {
+            return Some(Ok(m.payload.to_vec()));
+        }
+        if m.ty == NLMSG_ERROR {
+            let code = error_code(m.payload).unwrap_or(-libc_eio());
+            return Some(Err(netlink_error(op, code)));
+        }
+    }
+    None
+}
+
+/// For `request`: the acknowledgement (or error) of request `seq`.
+pub(crate) fn request_step(
+    datagram: &[u8],
+    seq: u32,
+    op: &'static str,
+) -> Option<Result<(), NetConfigError>> {
+    for m in messages(datagram) {
+        if m.seq != seq || m.ty != NLMSG_ERROR {
+            continue;
+        }
+        return Some(match error_code(m.payload) {
+            Some(0) => Ok(()),
+            Some(code) => Err(netlink_error(op, code)),
+            None => Err(NetConfigError::Malformed("short NLMSG_ERROR")),
+        });
+    }
+    None
+}
+
+/// Most reply messages one dump collects (far above any real link, address or route table of
+/// a guest): a reply that never ends cannot grow memory without bound.
+pub(crate) const MAX_DUMP_MESSAGES: usize = 65_536;
+
+/// For `dump`: collects the payloads of type `reply_ty` answering request `seq` into `out`
+/// until `NLMSG_DONE` or an error.
+pub(crate) fn dump_step(
+    datagram: &[u8],
+    seq: u32,
+    reply_ty: u16,
+    op: &'static str,
+    out: &mut Vec<Vec<u8>>,
+) -> Option<Result<(), NetConfigError>> {
+    for m in messages(datagram) {
+        if m.seq != seq {
+            continue;
+        }
+        match m.ty {
+            NLMSG_DONE => return Some(Ok(())),
+            NLMSG_ERROR => {
+                let code = error_code(m.payload).unwrap_or(-libc_eio());
+                return Some(Err(netlink_error(op, code)));
+            }
+            t if t == reply_ty => {
+                if out.len() >= MAX_DUMP_MESSAGES {
+                    return Some(Err(NetConfigError::Malformed(
+                        "netlink dump longer than any real table",
+                    )));
+                }
+                out.push(m.payload.to_vec());
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// A NETLINK_ROUTE socket for requests and dumps.
 #[derive(Debug)]
 pub struct Rtnl {
@@ -255,20 +347,8 @@ impl Rtnl {
         let seq = self.send(msg, op)?;
         loop {
             let n = self.recv(op)?;
-            for m in messages(&self.buf[..n]) {
-                if m.seq != seq {
-                    continue;
-                }
-                if m.ty == reply_ty {
-                    return Ok(m.payload.to_vec());
-                }
-                if m.ty == NLMSG_ERROR {
-                    let code = error_code(m.payload).unwrap_or(-libc_eio());
-                    return Err(NetConfigError::Netlink {
-                        op,
-                        source: io::Error::from_raw_os_error(-code),
-                    });
-                }
+            if let Some(done) = query_step(&self.buf[..n], seq, reply_ty, op) {
+                return done;
             }
         }
     }
@@ -314,18 +394,8 @@ impl Rtnl {
         let seq = self.send(msg, op)?;
         loop {
             let n = self.recv(op)?;
-            for m in messages(&self.buf[..n]) {
-                if m.seq != seq || m.ty != NLMSG_ERROR {
-                    continue;
-                }
-                return match error_code(m.payload) {
-                    Some(0) => Ok(()),
-                    Some(code) => Err(NetConfigError::Netlink {
-                        op,
-                        source: io::Error::from_raw_os_error(-code),
-                    }),
-                    None => Err(NetConfigError::Malformed("short NLMSG_ERROR")),
-                };
+            if let Some(done) = request_step(&self.buf[..n], seq, op) {
+                return done;
             }
         }
     }
@@ -341,22 +411,8 @@ impl Rtnl {
         let mut out = Vec::new();
         loop {
             let n = self.recv(op)?;
-            for m in messages(&self.buf[..n]) {
-                if m.seq != seq {
-                    continue;
-                }
-                match m.ty {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let code = error_code(m.payload).unwrap_or(-libc_eio());
-                        return Err(NetConfigError::Netlink {
-                            op,
-                            source: io::Error::from_raw_os_error(-code),
-                        });
-                    }
-                    t if t == reply_ty => out.push(m.payload.to_vec()),
-                    _ => {}
-                }
+            if let Some(done) = dump_step(&self.buf[..n], seq, reply_ty, op, &mut out) {
+                return done.map(|()| out);
             }
         }
     }
@@ -407,6 +463,61 @@ mod tests {
         assert_eq!(a[1].0, 18);
         let inner: Vec<_> = attrs(a[1].1).collect();
         assert_eq!(inner, vec![(1, &b"vlan"[..])]);
+    }
+
+    /// One message of type `ty` answering `seq` with `payload`.
+    fn msg(ty: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut b = MsgBuilder::new(ty, 0).header(payload);
+        b.buf[6..8].copy_from_slice(&0u16.to_ne_bytes());
+        b.finish(seq)
+    }
+
+    fn errno(e: NetConfigError) -> Option<i32> {
+        match e {
+            NetConfigError::Netlink { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn reply_steps() {
+        let err = |code: i32| msg(NLMSG_ERROR, 7, &code.to_ne_bytes());
+        // Messages for other requests are ignored; the answer may take several datagrams.
+        assert!(query_step(&msg(RTM_NEWLINK, 6, b"old!"), 7, RTM_NEWLINK, "t").is_none());
+        let got = query_step(&msg(RTM_NEWLINK, 7, b"link"), 7, RTM_NEWLINK, "t");
+        assert_eq!(got.unwrap().unwrap(), b"link");
+        assert_eq!(
+            errno(query_step(&err(-19), 7, 16, "t").unwrap().unwrap_err()),
+            Some(19)
+        );
+        assert!(request_step(&err(0), 7, "t").unwrap().is_ok());
+        assert_eq!(
+            errno(request_step(&err(-17), 7, "t").unwrap().unwrap_err()),
+            Some(17)
+        );
+        // Codes that are not -errno (i32::MIN has no negation) are EIO, not a panic.
+        for bad in [i32::MIN, 5, i32::MAX] {
+            let e = request_step(&err(bad), 7, "t").unwrap().unwrap_err();
+            assert_eq!(errno(e), Some(5), "{bad}");
+        }
+        assert!(matches!(
+            request_step(&msg(NLMSG_ERROR, 7, b""), 7, "t"),
+            Some(Err(NetConfigError::Malformed(_)))
+        ));
+
+        let mut out = Vec::new();
+        let mut two = msg(RTM_NEWADDR, 7, b"a1..");
+        two.extend(msg(RTM_NEWADDR, 7, b"a2.."));
+        assert!(dump_step(&two, 7, RTM_NEWADDR, "t", &mut out).is_none());
+        let done = dump_step(&msg(NLMSG_DONE, 7, &[0; 4]), 7, RTM_NEWADDR, "t", &mut out);
+        assert!(done.unwrap().is_ok());
+        assert_eq!(out, vec![b"a1..".to_vec(), b"a2..".to_vec()]);
+        // A dump that never ends stops growing.
+        let mut out = vec![Vec::new(); MAX_DUMP_MESSAGES];
+        assert!(matches!(
+            dump_step(&two, 7, RTM_NEWADDR, "t", &mut out),
+            Some(Err(NetConfigError::Malformed(_)))
+        ));
     }
 
     #[test]

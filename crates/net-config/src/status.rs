@@ -310,9 +310,22 @@ impl NetStatus {
     /// Reads interfaces, addresses and main-table routes from the kernel; `leases` comes from
     /// the DHCP service (empty if it does not run).
     pub fn collect(rtnl: &mut Rtnl, leases: Vec<LeaseStatus>) -> Result<NetStatus, NetConfigError> {
-        let mut links: Vec<Link> = rtnl.links()?;
+        let links = rtnl.links()?;
+        let addrs = rtnl.addresses(None)?;
+        let mut routes = rtnl.routes(Some(IpFamily::V4))?;
+        routes.extend(rtnl.routes(Some(IpFamily::V6))?);
+        Ok(NetStatus::from_tables(links, addrs, routes, leases))
+    }
+
+    /// The status from the kernel's tables as parsed from its replies (no I/O: fuzzed through
+    /// `crate::fuzzing`).
+    pub(crate) fn from_tables(
+        mut links: Vec<Link>,
+        mut addrs: Vec<Address>,
+        mut kernel_routes: Vec<RouteEntry>,
+        leases: Vec<LeaseStatus>,
+    ) -> NetStatus {
         links.sort_by_key(|l| l.index);
-        let mut addrs = rtnl.addresses(None)?;
         // IPv4 first, then IPv6, each in kernel order.
         addrs.sort_by_key(|a| a.family() == IpFamily::V6);
         let names: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
@@ -337,30 +350,28 @@ impl NetStatus {
             })
             .collect();
 
-        let mut routes = Vec::new();
-        for family in [IpFamily::V4, IpFamily::V6] {
-            for r in rtnl.routes(Some(family))? {
-                // `ip route` shows the main table, without cached clones (RTM_F_CLONED).
-                if r.table != RT_TABLE_MAIN || r.flags & 0x200 != 0 {
-                    continue;
-                }
-                routes.push(RouteStatus {
-                    family,
-                    destination: destination_text(&r),
-                    gateway: r.gateway,
-                    dev: r.oif.and_then(ifname),
-                    protocol: protocol_name(r.protocol),
-                    source: r.prefsrc,
-                    metric: r.metric,
-                    line: route_line(&r, &ifname),
-                });
-            }
-        }
-        Ok(NetStatus {
+        // IPv4 routes first, then IPv6, each in kernel order.
+        kernel_routes.sort_by_key(|r| r.family == IpFamily::V6);
+        let routes = kernel_routes
+            .iter()
+            // `ip route` shows the main table, without cached clones (RTM_F_CLONED).
+            .filter(|r| r.table == RT_TABLE_MAIN && r.flags & 0x200 == 0)
+            .map(|r| RouteStatus {
+                family: r.family,
+                destination: destination_text(r),
+                gateway: r.gateway,
+                dev: r.oif.and_then(ifname),
+                protocol: protocol_name(r.protocol),
+                source: r.prefsrc,
+                metric: r.metric,
+                line: route_line(r, &ifname),
+            })
+            .collect();
+        NetStatus {
             interfaces,
             routes,
             leases,
-        })
+        }
     }
 
     /// The console lines: one `if-info:` per interface, then `ip-route:` and `ip-route6:`.

@@ -1,5 +1,5 @@
-//! `authorized_keys` files: a total, size-capped parser and the file loader used on every
-//! authentication attempt.
+//! `authorized_keys` files: a total, size-capped parser. The files are read (as the user, off
+//! the runtime, with `StrictModes`-like checks) by the `account` module.
 //!
 //! Format (sshd(8), "AUTHORIZED_KEYS FILE FORMAT"): one key per line, `[options] keytype
 //! base64-blob [comment]`; `#` comments and blank lines are ignored. Options are
@@ -14,9 +14,7 @@
 //! fail closed: the key is skipped with a warning rather than accepted without the restriction.
 
 use std::fmt;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use russh::keys::ssh_key::public::KeyData;
 use russh::keys::{Algorithm, PublicKey};
@@ -379,53 +377,6 @@ pub fn expand_path(template: &str, user: &User) -> PathBuf {
     }
 }
 
-/// Reads an authorized_keys file for `user`.
-///
-/// Like OpenSSH's `StrictModes`, a file that is not a regular file, is owned by someone other
-/// than root or the user, or is writable by group or others is refused. A missing file is an
-/// empty key list. Errors of individual lines are logged and the lines skipped.
-pub fn load_file(path: &Path, user: &User) -> Vec<AuthorizedKey> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot open authorized_keys");
-            return Vec::new();
-        }
-    };
-    let meta = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot stat authorized_keys");
-            return Vec::new();
-        }
-    };
-    if !meta.is_file() {
-        tracing::warn!(path = %path.display(), "authorized_keys is not a regular file; ignored");
-        return Vec::new();
-    }
-    if meta.uid() != 0 && meta.uid() != user.uid {
-        tracing::warn!(path = %path.display(), owner = meta.uid(), user = %user.name,
-            "authorized_keys owned by another user; ignored");
-        return Vec::new();
-    }
-    if meta.mode() & 0o022 != 0 {
-        tracing::warn!(path = %path.display(), mode = format_args!("{:o}", meta.mode() & 0o7777),
-            "authorized_keys is group- or world-writable; ignored");
-        return Vec::new();
-    }
-    if meta.len() > MAX_FILE {
-        tracing::warn!(path = %path.display(), size = meta.len(),
-            "authorized_keys larger than {MAX_FILE} bytes; reading only the start");
-    }
-    let mut buf = Vec::new();
-    if let Err(e) = file.take(MAX_FILE).read_to_end(&mut buf) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot read authorized_keys");
-        return Vec::new();
-    }
-    keys_from_text(&String::from_utf8_lossy(&buf), &path.display().to_string())
-}
-
 /// Parses text, logging skipped lines with `origin` for context.
 pub fn keys_from_text(text: &str, origin: &str) -> Vec<AuthorizedKey> {
     let parsed = parse_text(text);
@@ -625,6 +576,14 @@ mod tests {
     }
 
     #[test]
+    fn key_count_is_capped() {
+        let text = format!("{}\n", ed_line()).repeat(MAX_KEYS + 50);
+        let parsed = parse_text(&text);
+        assert_eq!(parsed.keys.len(), MAX_KEYS);
+        assert!(parsed.errors.is_empty());
+    }
+
+    #[test]
     fn expands_templates() {
         let u = User {
             name: "cirros".into(),
@@ -652,30 +611,30 @@ mod tests {
         );
     }
 
-    #[test]
-    fn load_file_checks_modes() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ak");
-        std::fs::write(&path, format!("{}\n", ed_line())).unwrap();
-        let root = User::default_root();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(load_file(&path, &root).len(), 1);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        assert!(
-            load_file(&path, &root).is_empty(),
-            "world-writable file must be ignored"
-        );
-        assert!(load_file(&dir.path().join("missing"), &root).is_empty());
-        assert!(load_file(dir.path(), &root).is_empty(), "directory");
-    }
-
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
 
         #[test]
         fn parser_is_total(s in "\\PC{0,400}") {
             let _ = parse_line(&s);
+        }
+
+        /// Whole files: never more than MAX_KEYS keys, one result per line at most, and every
+        /// error names a line that exists.
+        #[test]
+        fn files_are_bounded(lines in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(ed_line()),
+                "\\PC{0,80}",
+                "(no-pty|restrict|command=\"[a-z ]{0,8}\")(,no-pty){0,2} ssh-ed25519 [A-Za-z0-9+/=]{0,80}",
+            ],
+            0..40,
+        )) {
+            let text = lines.join("\n");
+            let parsed = parse_text(&text);
+            let n = text.split('\n').count();
+            proptest::prop_assert!(parsed.keys.len() + parsed.errors.len() <= n);
+            proptest::prop_assert!(parsed.errors.iter().all(|(l, _)| *l >= 1 && *l <= n));
         }
 
         #[test]

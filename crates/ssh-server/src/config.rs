@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::hostkeys::HostKeyOptions;
 use crate::ratelimit::AuthRateLimit;
+use crate::startups::MaxStartups;
 use crate::users::User;
 
 /// Extra authorized keys for a user, in authorized_keys format (e.g. keys from the instance
@@ -37,9 +38,14 @@ pub enum SftpSubsystem {
 pub struct Limits {
     /// Most simultaneous connections; more are closed right after `accept`.
     pub max_connections: usize,
-    /// Most simultaneous connections that have not authenticated yet (OpenSSH's
-    /// `MaxStartups`); more are closed right after `accept`.
-    pub max_unauthenticated: usize,
+    /// Connections not authenticated yet, from one source address (IPv6: one /64): OpenSSH's
+    /// `MaxStartups` random early drop (see [`MaxStartups`]) applied per source. Refused
+    /// connections are closed right after `accept`.
+    pub max_startups_per_source: MaxStartups,
+    /// Connections not authenticated yet, from all sources together (the global ceiling,
+    /// OpenSSH's `MaxStartups`). Keep its `start` above the per-source `full`, so that one
+    /// source alone never makes others' connections drop.
+    pub max_startups: MaxStartups,
     /// Most session channels open at once on one connection (OpenSSH's `MaxSessions`).
     pub max_sessions_per_connection: usize,
     /// Failed authentication attempts allowed on one connection (OpenSSH's `MaxAuthTries`).
@@ -47,7 +53,8 @@ pub struct Limits {
     /// Per-source failure rate limit across connections.
     pub auth_rate: AuthRateLimit,
     /// Time a connection has to authenticate, from `accept` (OpenSSH's `LoginGraceTime`).
-    /// Slow or silent clients are cut off when it runs out.
+    /// Slow or silent clients are cut off when it runs out, and the expiry counts as one
+    /// failure of the source in [`Limits::auth_rate`].
     pub login_grace: Duration,
     /// Close a connection after this long without any traffic; `None` keeps idle sessions.
     pub idle_timeout: Option<Duration>,
@@ -63,8 +70,17 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: 64,
-            max_unauthenticated: 16,
+            max_connections: 256,
+            max_startups_per_source: MaxStartups {
+                start: 10,
+                rate: 30,
+                full: 100,
+            },
+            max_startups: MaxStartups {
+                start: 128,
+                rate: 30,
+                full: 192,
+            },
             max_sessions_per_connection: 10,
             max_auth_attempts: 6,
             auth_rate: AuthRateLimit::default(),

@@ -7,14 +7,16 @@
 //! from the serial console. The `sftp-server` applet is [`sftp::serve_stdio`].
 //!
 //! Built on [russh](https://docs.rs/russh) (protocol, crypto via `ring`). What this crate adds:
-//! the policy (public keys only, `authorized_keys` with forced commands, per-source failure rate
-//! limit, connection and session limits, login grace), the sessions (PTY, login shell, exec with
-//! exit status and signals, environment allow-list, window changes, privilege drop to the
-//! user), host key management, and an SFTP v3 server run as the user.
+//! the policy (public keys only, `authorized_keys` with forced commands read as the user off the
+//! runtime, no logins for `nologin` shells, per-source failure rate limit, per-source and global
+//! `MaxStartups`, connection and session limits, login grace), the sessions (PTY, login shell,
+//! exec with exit status and signals through pidfds, environment allow-list, window changes,
+//! privilege drop to the user), host key management, and an SFTP v3 server run as the user.
 //!
 //! Parsers of untrusted input ([`authorized_keys`], [`users`], [`sftp::parse_request`]) are
 //! total, bounded and fuzzed. Reference: `docs/ssh.md`.
 
+mod account;
 pub mod authorized_keys;
 pub mod config;
 pub mod hostkeys;
@@ -24,6 +26,7 @@ pub mod ratelimit;
 mod server;
 mod session;
 pub mod sftp;
+pub mod startups;
 mod sys;
 pub mod users;
 
@@ -37,6 +40,7 @@ pub use hostkeys::{
 };
 pub use ratelimit::AuthRateLimit;
 pub use server::{KEY_ALGORITHMS, Server};
+pub use startups::MaxStartups;
 pub use users::User;
 
 /// What can stop the SSH server from starting or the SFTP helper from serving. Problems of
@@ -84,6 +88,18 @@ pub enum SshError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// An error and its sources, `: `-separated, for a log line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
 }
 
 /// Runs the SSH server until the process ends: host keys made or loaded from

@@ -55,6 +55,10 @@ pub fn open_pty(size: WindowSize) -> io::Result<PtyPair> {
     rustix::pty::grantpt(&master)?;
     rustix::pty::unlockpt(&master)?;
     let name = rustix::pty::ptsname(&master, Vec::new())?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the slave of the pty just allocated (/dev/pts/N), not a path a user controls"
+    )]
     let slave = rustix::fs::open(
         name.as_c_str(),
         OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,

@@ -1,8 +1,10 @@
-//! Listening sockets, connection admission (limits, rate limit, login grace) and the
-//! per-connection input gate. One tokio current-thread runtime runs everything.
+//! Listening sockets, connection admission (connection limit, per-source failure rate limit,
+//! MaxStartups per source and overall, login grace) and the per-connection input gate. One
+//! tokio current-thread runtime runs everything; blocking work on users' files runs on
+//! throwaway threads (see the `account` module).
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,10 +18,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::SshError;
+use crate::account::InFlight;
 use crate::config::SshConfig;
 use crate::hostkeys::{HostKeyInfo, HostKeys, ensure_host_keys};
 use crate::ratelimit::RateLimiter;
 use crate::session::ConnHandler;
+use crate::startups::{Refusal, Startups};
 
 /// State shared by all connections.
 pub(crate) struct Shared {
@@ -28,13 +32,61 @@ pub(crate) struct Shared {
     pub limiter: Mutex<RateLimiter>,
     pub started: Instant,
     pub active: Arc<AtomicUsize>,
-    pub unauthenticated: Arc<AtomicUsize>,
+    /// Unauthenticated connections, per source and overall.
+    pub startups: Mutex<Startups>,
+    /// Account loads (passwd, shell, authorized_keys) not finished yet.
+    pub accounts: Arc<InFlight>,
+    /// Refusals at `accept` are logged at most once a second (a flood must not turn into a
+    /// flood of console lines on the runtime thread).
+    refusal_log: Mutex<LogThrottle>,
 }
 
 impl Shared {
     /// Milliseconds since the server started (the rate limiter's clock).
     pub fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts one failure of `ip` in the rate limiter; whether it may go on trying.
+    pub fn record_failure(&self, ip: IpAddr) -> bool {
+        match self.limiter.lock() {
+            Ok(mut l) => l.record_failure(ip, self.now_ms()),
+            Err(_) => true,
+        }
+    }
+
+    /// Logs a refused connection, unless one was logged less than a second ago.
+    fn log_refusal(&self, peer: SocketAddr, why: std::fmt::Arguments<'_>) {
+        let now = self.now_ms();
+        let Ok(mut t) = self.refusal_log.lock() else {
+            return;
+        };
+        if let Some(suppressed) = t.allow(now) {
+            tracing::warn!(%peer, suppressed, "connection refused: {why}");
+        }
+    }
+}
+
+/// At most one log line a second; counts what it held back.
+#[derive(Debug, Default)]
+struct LogThrottle {
+    last_ms: Option<u64>,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    /// `Some(n)`: log now, `n` lines were held back since the last one.
+    fn allow(&mut self, now_ms: u64) -> Option<u64> {
+        match self.last_ms {
+            Some(last) if now_ms.saturating_sub(last) < 1000 => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last_ms = Some(now_ms);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
     }
 }
 
@@ -52,6 +104,27 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An unauthenticated connection counted in [`Shared::startups`]; released when dropped (at
+/// authentication or when the connection ends).
+pub(crate) struct StartupSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl std::fmt::Debug for StartupSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartupSlot").field("ip", &self.ip).finish()
+    }
+}
+
+impl Drop for StartupSlot {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.shared.startups.lock() {
+            s.release(self.ip);
+        }
     }
 }
 
@@ -254,10 +327,15 @@ impl Server {
         let shared = Arc::new(Shared {
             russh: Arc::new(russh_config(&config, keys)),
             limiter: Mutex::new(RateLimiter::new(config.limits.auth_rate)),
-            config,
             started: Instant::now(),
             active: Arc::new(AtomicUsize::new(0)),
-            unauthenticated: Arc::new(AtomicUsize::new(0)),
+            startups: Mutex::new(Startups::new(
+                config.limits.max_startups_per_source,
+                config.limits.max_startups,
+            )),
+            accounts: Arc::new(InFlight::default()),
+            refusal_log: Mutex::new(LogThrottle::default()),
+            config,
         });
         Ok(Server {
             shared,
@@ -316,34 +394,70 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let limits = &shared.config.limits;
-        let active = shared.active.load(Ordering::Acquire);
-        if active >= limits.max_connections {
-            tracing::warn!(%peer, active, "connection refused: max_connections reached");
-            continue;
+        // Refused connections are closed here, before any byte is sent.
+        if let Some(startup) = admit(&shared, peer) {
+            let active_slot = Slot::take(&shared.active);
+            tokio::spawn(connection(
+                shared.clone(),
+                stream,
+                peer,
+                active_slot,
+                startup,
+            ));
         }
-        let unauth = shared.unauthenticated.load(Ordering::Acquire);
-        if unauth >= limits.max_unauthenticated {
-            tracing::warn!(%peer, unauth, "connection refused: max_unauthenticated reached");
-            continue;
-        }
-        let allowed = match shared.limiter.lock() {
-            Ok(mut l) => l.allowed(peer.ip(), shared.now_ms()),
-            Err(_) => true,
-        };
-        if !allowed {
-            tracing::warn!(%peer, "connection refused: too many authentication failures");
-            continue;
-        }
-        let active_slot = Slot::take(&shared.active);
-        let unauth_slot = Slot::take(&shared.unauthenticated);
-        tokio::spawn(connection(
-            shared.clone(),
-            stream,
+    }
+}
+
+/// Connection admission: the connection limit, the source's failure budget, then MaxStartups
+/// per source and overall.
+fn admit(shared: &Arc<Shared>, peer: SocketAddr) -> Option<StartupSlot> {
+    let limits = &shared.config.limits;
+    let active = shared.active.load(Ordering::Acquire);
+    if active >= limits.max_connections {
+        shared.log_refusal(peer, format_args!("max_connections reached ({active})"));
+        return None;
+    }
+    let allowed = match shared.limiter.lock() {
+        Ok(mut l) => l.allowed(peer.ip(), shared.now_ms()),
+        Err(_) => true,
+    };
+    if !allowed {
+        shared.log_refusal(
             peer,
-            active_slot,
-            unauth_slot,
-        ));
+            format_args!("too many authentication failures from this source"),
+        );
+        return None;
+    }
+    let rolls = [rand::random_range(0..100), rand::random_range(0..100)];
+    let admitted = match shared.startups.lock() {
+        Ok(mut s) => s.admit(peer.ip(), rolls),
+        Err(_) => Err(Refusal::Global { current: 0 }),
+    };
+    match admitted {
+        Ok(()) => Some(StartupSlot {
+            shared: shared.clone(),
+            ip: peer.ip(),
+        }),
+        Err(Refusal::PerSource { current }) => {
+            shared.log_refusal(
+                peer,
+                format_args!(
+                    "MaxStartups per source ({}): {current} unauthenticated from this source",
+                    limits.max_startups_per_source
+                ),
+            );
+            None
+        }
+        Err(Refusal::Global { current }) => {
+            shared.log_refusal(
+                peer,
+                format_args!(
+                    "MaxStartups ({}): {current} unauthenticated connections",
+                    limits.max_startups
+                ),
+            );
+            None
+        }
     }
 }
 
@@ -352,7 +466,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     _active: Slot,
-    unauth: Slot,
+    unauth: StartupSlot,
 ) {
     tracing::debug!(%peer, "connection accepted");
     // Small packets (key exchange, auth, keystrokes) must not wait for Nagle + delayed ACK:
@@ -392,7 +506,10 @@ async fn connection(
             if authenticated.load(Ordering::Acquire) {
                 session.await
             } else {
-                tracing::warn!(%peer, "login grace time expired; connection closed");
+                // Holding connections open until the grace time runs out is what a client
+                // does to keep others out: it costs the source like a failed attempt.
+                let may_go_on = shared.record_failure(peer.ip());
+                tracing::warn!(%peer, may_go_on, "login grace time expired; connection closed");
                 if let Some(k) = &killer {
                     let _ = k.shutdown(std::net::Shutdown::Both);
                 }
@@ -430,6 +547,16 @@ mod tests {
         g.consumed(100);
         assert!(!g.paused());
         assert_eq!(g.queued.load(Ordering::Acquire), 50);
+    }
+
+    #[test]
+    fn refusal_logs_are_throttled() {
+        let mut t = LogThrottle::default();
+        assert_eq!(t.allow(0), Some(0));
+        assert_eq!(t.allow(10), None);
+        assert_eq!(t.allow(999), None);
+        assert_eq!(t.allow(1000), Some(2));
+        assert_eq!(t.allow(5000), Some(0));
     }
 
     #[test]

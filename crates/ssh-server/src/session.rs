@@ -2,9 +2,13 @@
 //! signals, window changes, SFTP), each channel's child process and the tasks that move bytes
 //! between it and the client.
 //!
+//! Authentication never touches users' files here: the account (passwd entry, shell check,
+//! `authorized_keys`) is loaded by the `account` module, as the user, off the runtime.
+//!
 //! Teardown: every channel owns a `watch` sender that is dropped when the channel closes or the
 //! connection ends; its tasks see that, send `SIGHUP` to the child's process group (every child
-//! leads its own session), `SIGKILL` after a grace period, and reap the child.
+//! leads its own session), `SIGKILL` after a grace period, and reap the child. Children are held
+//! by pidfds ([`SessionProcess`]): no signal ever goes to a pid after its child was reaped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,17 +20,17 @@ use std::time::Duration;
 use russh::keys::{Algorithm, HashAlg, PublicKey};
 use russh::server::{Auth, Handle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, watch};
 
+use crate::account::{self, LoadRequest};
 use crate::authorized_keys::{self, AuthorizedKey, KeyOptions};
 use crate::config::SftpSubsystem;
-use crate::process::{self, Exit, Program, SpawnRequest};
+use crate::process::{self, Exit, Program, SessionProcess, SpawnRequest};
 use crate::pty::{self, PtyPair, WindowSize};
-use crate::server::{InputGate, Shared, Slot};
-use crate::users::{self, User};
+use crate::server::{InputGate, Shared, StartupSlot};
+use crate::users::User;
 
 /// Output is read from children in chunks of this size (the SSH packet size).
 const CHUNK: usize = 32 * 1024;
@@ -55,7 +59,7 @@ struct ChannelState {
     pty: Option<PendingPty>,
     master: Option<Arc<AsyncFd<OwnedFd>>>,
     stdin: Option<mpsc::UnboundedSender<Vec<u8>>>,
-    pid: Option<u32>,
+    process: Option<Arc<SessionProcess>>,
     started: bool,
 }
 
@@ -69,7 +73,7 @@ impl ChannelState {
             pty: None,
             master: None,
             stdin: None,
-            pid: None,
+            process: None,
             started: false,
         }
     }
@@ -88,8 +92,8 @@ pub(crate) struct ConnHandler {
     local: Option<SocketAddr>,
     authenticated: Arc<AtomicBool>,
     gate: Arc<InputGate>,
-    /// Held until authentication succeeds (counts towards `max_unauthenticated`).
-    unauth_slot: Option<Slot>,
+    /// Held until authentication succeeds (counts towards MaxStartups).
+    unauth_slot: Option<StartupSlot>,
     failures: usize,
     authed: Option<Authed>,
     channels: HashMap<ChannelId, ChannelState>,
@@ -102,7 +106,7 @@ impl ConnHandler {
         local: Option<SocketAddr>,
         authenticated: Arc<AtomicBool>,
         gate: Arc<InputGate>,
-        unauth_slot: Slot,
+        unauth_slot: StartupSlot,
     ) -> ConnHandler {
         ConnHandler {
             shared,
@@ -120,10 +124,7 @@ impl ConnHandler {
     /// Counts a failed attempt; `Err` disconnects when a limit is reached.
     fn failed(&mut self, user: &str, method: &str, why: &str) -> Result<Auth, russh::Error> {
         self.failures += 1;
-        let may_go_on = match self.shared.limiter.lock() {
-            Ok(mut l) => l.record_failure(self.peer.ip(), self.shared.now_ms()),
-            Err(_) => true,
-        };
+        let may_go_on = self.shared.record_failure(self.peer.ip());
         // `?user`: the name comes from the network; Debug escapes control characters.
         tracing::warn!(peer = %self.peer, user = ?user, method, "authentication refused: {why}");
         if !may_go_on {
@@ -138,28 +139,9 @@ impl ConnHandler {
         Ok(Auth::reject())
     }
 
-    /// Finds `key` among the user's authorized keys (files re-read now, then the provider).
-    fn find_key(&self, user: &User, key: &PublicKey) -> Option<AuthorizedKey> {
-        let cfg = &self.shared.config;
-        for template in &cfg.authorized_keys_files {
-            let path = authorized_keys::expand_path(template, user);
-            if let Some(k) = authorized_keys::load_file(&path, user)
-                .into_iter()
-                .find(|k| k.matches(key))
-            {
-                return Some(k);
-            }
-        }
-        if let Some(provider) = &cfg.authorized_keys_provider {
-            let text = provider(user);
-            return authorized_keys::keys_from_text(&text, "provider")
-                .into_iter()
-                .find(|k| k.matches(key));
-        }
-        None
-    }
-
-    fn check(
+    /// Checks the offered key and algorithm, then loads the account (off the runtime, as the
+    /// user: see the `account` module) and finds the key in its files or the provider.
+    async fn check(
         &self,
         user: &str,
         key: &PublicKey,
@@ -179,11 +161,24 @@ impl ConnHandler {
         }
         authorized_keys::check_key(key.key_data()).map_err(|e| e.to_string())?;
         let cfg = &self.shared.config;
-        let Some(u) = users::lookup(&cfg.passwd_path, &cfg.group_path, user) else {
-            return Err("unknown user".into());
+        let req = LoadRequest {
+            name: user.to_string(),
+            passwd_path: cfg.passwd_path.clone(),
+            group_path: cfg.group_path.clone(),
+            shell_override: cfg.shell_override.clone(),
+            authorized_keys_files: cfg.authorized_keys_files.clone(),
         };
-        match self.find_key(&u, key) {
-            Some(k) => Ok((u, k)),
+        let acct = account::load(req, &self.shared.accounts)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let found = acct.keys.into_iter().find(|k| k.matches(key)).or_else(|| {
+            let provider = cfg.authorized_keys_provider.as_ref()?;
+            authorized_keys::keys_from_text(&provider(&acct.user), "provider")
+                .into_iter()
+                .find(|k| k.matches(key))
+        });
+        match found {
+            Some(k) => Ok((acct.user, k)),
             None => Err(format!(
                 "key {} not authorized",
                 key.fingerprint(HashAlg::Sha256)
@@ -260,10 +255,7 @@ impl ConnHandler {
                 (_, other) => return Err(format!("subsystem {other:?} not available")),
             },
         };
-        let shell = cfg
-            .shell_override
-            .clone()
-            .unwrap_or_else(|| auth.user.shell.clone());
+        let shell = account::session_shell(&auth.user, cfg.shell_override.as_deref());
         let mut master = None;
         let tty = state.pty.take().map(|p| {
             master = Some(p.pair.master);
@@ -283,19 +275,19 @@ impl ConnHandler {
             original_command: original,
         })
         .and_then(|mut cmd| {
-            cmd.kill_on_drop(false);
             // `cmd` is dropped on return: that closes our copies of the pty's slave side, so
             // the master sees end-of-file once the child's are closed too.
-            cmd.spawn()
+            SessionProcess::spawn(&mut cmd)
         });
-        let mut child = spawned.map_err(|e| {
+        let (proc, mut child) = spawned.map_err(|e| {
             let exe = match &program {
                 Program::Direct { program, .. } => program.display().to_string(),
                 _ => shell.display().to_string(),
             };
             format!("cannot start {exe} as {}: {e}", auth.user.name)
         })?;
-        let pid = child.id();
+        let proc = Arc::new(proc);
+        let pid = proc.pid();
         // Command lines may carry secrets: only their kind at info level.
         let kind = match &program {
             Program::LoginShell => "shell",
@@ -307,7 +299,7 @@ impl ConnHandler {
             pty = master.is_some(), "session started");
         tracing::debug!(pid, program = ?program, "session program");
         state.started = true;
-        state.pid = pid;
+        state.process = Some(proc.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         state.stdin = Some(tx);
         let closed = state.closed_rx.clone();
@@ -317,23 +309,36 @@ impl ConnHandler {
                 let m = match crate::sys::register_fd(m) {
                     Ok(m) => Arc::new(m),
                     Err(e) => {
-                        hang_up(child, pid);
+                        hang_up(proc);
                         return Err(format!("pty registration: {e}"));
                     }
                 };
                 state.master = Some(m.clone());
                 tokio::spawn(pump_stdin(rx, Sink::Pty(m.clone()), gate, closed.clone()));
-                tokio::spawn(run_pty(handle, ch, child, m, closed, pid));
+                tokio::spawn(run_pty(handle, ch, proc, m, closed));
             }
             None => {
-                let (stdin, stdout, stderr) =
-                    (child.stdin.take(), child.stdout.take(), child.stderr.take());
-                let (Some(stdin), Some(stdout), Some(stderr)) = (stdin, stdout, stderr) else {
-                    hang_up(child, pid);
+                let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+                let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
+                    hang_up(proc);
                     return Err("child without pipes".into());
                 };
+                let registered = (|| {
+                    Ok::<_, std::io::Error>((
+                        process::async_fd(stdin.into(), Interest::WRITABLE)?,
+                        process::async_fd(stdout.into(), Interest::READABLE)?,
+                        process::async_fd(stderr.into(), Interest::READABLE)?,
+                    ))
+                })();
+                let (stdin, stdout, stderr) = match registered {
+                    Ok(p) => p,
+                    Err(e) => {
+                        hang_up(proc);
+                        return Err(format!("pipe registration: {e}"));
+                    }
+                };
                 tokio::spawn(pump_stdin(rx, Sink::Pipe(stdin), gate, closed.clone()));
-                tokio::spawn(run_pipes(handle, ch, child, stdout, stderr, closed, pid));
+                tokio::spawn(run_pipes(handle, ch, proc, stdout, stderr, closed));
             }
         }
         Ok(())
@@ -377,7 +382,7 @@ impl russh::server::Handler for ConnHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        match self.check(user, offer.public_key, offer.algorithm) {
+        match self.check(user, offer.public_key, offer.algorithm).await {
             Ok(_) => Ok(Auth::Accept),
             Err(why) => self.failed(user, "publickey", &why),
         }
@@ -388,7 +393,7 @@ impl russh::server::Handler for ConnHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        match self.check(user, key.public_key, key.algorithm) {
+        match self.check(user, key.public_key, key.algorithm).await {
             Ok((u, k)) => {
                 tracing::info!(peer = %self.peer, user = %u.name, algorithm = key.algorithm.as_str(),
                     fingerprint = %key.public_key.fingerprint(HashAlg::Sha256),
@@ -624,18 +629,19 @@ impl russh::server::Handler for ConnHandler {
         signal: Sig,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let (Some(pid), Some(sig)) = (
-            self.channels.get(&ch).and_then(|s| s.pid),
-            process::signal_of(&signal),
-        ) {
-            process::signal_group(pid, sig);
+        let process = self.channels.get(&ch).and_then(|s| s.process.clone());
+        if let (Some(p), Some(sig)) = (process, process::signal_of(&signal)) {
+            // Through the pidfd: once the child is reaped this reaches nobody (ESRCH).
+            if let Err(e) = p.signal(sig) {
+                tracing::debug!(pid = p.pid(), error = %e, "signal not delivered");
+            }
         }
         Ok(())
     }
 }
 
 enum Sink {
-    Pipe(ChildStdin),
+    Pipe(AsyncFd<OwnedFd>),
     Pty(Arc<AsyncFd<OwnedFd>>),
 }
 
@@ -643,7 +649,7 @@ enum Sink {
 /// input or the channel closes; ends when the client sends EOF.
 async fn pump_stdin(
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    mut sink: Sink,
+    sink: Sink,
     gate: Arc<InputGate>,
     mut closed: watch::Receiver<()>,
 ) {
@@ -656,8 +662,8 @@ async fn pump_stdin(
         let Some(chunk) = chunk else { break };
         if !broken {
             let write = async {
-                match &mut sink {
-                    Sink::Pipe(p) => p.write_all(&chunk).await,
+                match &sink {
+                    Sink::Pipe(p) => pty::write_all_fd(p, &chunk).await,
                     Sink::Pty(m) => pty::write_all_fd(m, &chunk).await,
                 }
             };
@@ -699,36 +705,33 @@ async fn send(
 const HANGUP_GRACE: Duration = Duration::from_secs(5);
 
 /// The channel or connection went away while the child runs: `SIGHUP` to its process group,
-/// `SIGKILL` if it is still there after [`HANGUP_GRACE`], and reap it either way.
-fn hang_up(mut child: Child, pid: Option<u32>) {
-    if let Some(pid) = pid {
-        process::signal_group(pid, rustix::process::Signal::HUP);
-    }
+/// `SIGKILL` if it is still there after [`HANGUP_GRACE`], and reap it either way. The group
+/// signals are only sent while the child is not reaped (see [`SessionProcess`]).
+fn hang_up(proc: Arc<SessionProcess>) {
+    proc.signal_group(rustix::process::Signal::HUP);
     tokio::spawn(async move {
-        if tokio::time::timeout(HANGUP_GRACE, child.wait())
+        if tokio::time::timeout(HANGUP_GRACE, proc.wait())
             .await
             .is_err()
         {
-            if let Some(pid) = pid {
-                process::signal_group(pid, rustix::process::Signal::KILL);
-            }
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            proc.signal_group(rustix::process::Signal::KILL);
+            let _ = proc.signal(rustix::process::Signal::KILL);
+            let _ = proc.wait().await;
         }
     });
 }
 
 /// How a session's I/O loop ended.
 enum Ended {
-    /// The child exited (status as waited for).
-    Exited(std::io::Result<std::process::ExitStatus>),
+    /// The child exited (and was reaped).
+    Exited(std::io::Result<Exit>),
     /// The channel closed or the connection went away first.
     Gone,
 }
 
-async fn finish(handle: &Handle, ch: ChannelId, status: std::io::Result<std::process::ExitStatus>) {
+async fn finish(handle: &Handle, ch: ChannelId, exit: std::io::Result<Exit>) {
     let _ = handle.eof(ch).await;
-    match status.map(process::exit_of) {
+    match exit {
         Ok(Exit::Status(code)) => {
             let _ = handle.exit_status_request(ch, code).await;
         }
@@ -746,48 +749,41 @@ async fn finish(handle: &Handle, ch: ChannelId, status: std::io::Result<std::pro
 async fn run_pipes(
     handle: Handle,
     ch: ChannelId,
-    mut child: Child,
-    mut stdout: tokio::process::ChildStdout,
-    mut stderr: tokio::process::ChildStderr,
+    proc: Arc<SessionProcess>,
+    stdout: AsyncFd<OwnedFd>,
+    stderr: AsyncFd<OwnedFd>,
     mut closed: watch::Receiver<()>,
-    pid: Option<u32>,
 ) {
-    let ended = pipes_loop(
-        &handle,
-        ch,
-        &mut child,
-        &mut stdout,
-        &mut stderr,
-        &mut closed,
-    )
-    .await;
+    let ended = pipes_loop(&handle, ch, &proc, &stdout, &stderr, &mut closed).await;
     drop((stdout, stderr));
     match ended {
         Ended::Exited(status) => finish(&handle, ch, status).await,
-        Ended::Gone => hang_up(child, pid),
+        Ended::Gone => hang_up(proc),
     }
 }
 
 async fn pipes_loop(
     handle: &Handle,
     ch: ChannelId,
-    child: &mut Child,
-    stdout: &mut tokio::process::ChildStdout,
-    stderr: &mut tokio::process::ChildStderr,
+    proc: &SessionProcess,
+    stdout: &AsyncFd<OwnedFd>,
+    stderr: &AsyncFd<OwnedFd>,
     closed: &mut watch::Receiver<()>,
 ) -> Ended {
     let mut out_buf = vec![0u8; CHUNK];
     let mut err_buf = vec![0u8; CHUNK];
     let (mut out_open, mut err_open) = (true, true);
+    // The child is not reaped before its output ends: until then its process group (background
+    // jobs holding the pipes) can still be hung up safely.
     while out_open || err_open {
         tokio::select! {
-            r = stdout.read(&mut out_buf), if out_open => match r {
+            r = pty::read_fd(stdout, &mut out_buf), if out_open => match r {
                 Ok(0) | Err(_) => out_open = false,
                 Ok(n) => if !send(handle, ch, None, &out_buf[..n], closed).await {
                     return Ended::Gone;
                 },
             },
-            r = stderr.read(&mut err_buf), if err_open => match r {
+            r = pty::read_fd(stderr, &mut err_buf), if err_open => match r {
                 Ok(0) | Err(_) => err_open = false,
                 Ok(n) => if !send(handle, ch, Some(1), &err_buf[..n], closed).await {
                     return Ended::Gone;
@@ -797,7 +793,7 @@ async fn pipes_loop(
         }
     }
     tokio::select! {
-        s = child.wait() => Ended::Exited(s),
+        s = proc.wait() => Ended::Exited(s),
         _ = closed.changed() => Ended::Gone,
     }
 }
@@ -806,14 +802,13 @@ async fn pipes_loop(
 async fn run_pty(
     handle: Handle,
     ch: ChannelId,
-    mut child: Child,
+    proc: Arc<SessionProcess>,
     master: Arc<AsyncFd<OwnedFd>>,
     mut closed: watch::Receiver<()>,
-    pid: Option<u32>,
 ) {
-    match pty_loop(&handle, ch, &mut child, &master, &mut closed).await {
+    match pty_loop(&handle, ch, &proc, &master, &mut closed).await {
         Ended::Exited(status) => finish(&handle, ch, status).await,
-        Ended::Gone => hang_up(child, pid),
+        Ended::Gone => hang_up(proc),
     }
     // Whatever still holds the terminal gets a hangup when the last `master` reference (here
     // or in the channel state) is dropped.
@@ -822,7 +817,7 @@ async fn run_pty(
 async fn pty_loop(
     handle: &Handle,
     ch: ChannelId,
-    child: &mut Child,
+    proc: &SessionProcess,
     master: &AsyncFd<OwnedFd>,
     closed: &mut watch::Receiver<()>,
 ) -> Ended {
@@ -842,7 +837,7 @@ async fn pty_loop(
                     return Ended::Gone;
                 },
             },
-            s = child.wait(), if status.is_none() => {
+            s = proc.wait(), if status.is_none() => {
                 status = Some(s);
                 exited_at = Some(tokio::time::Instant::now());
             }
@@ -853,7 +848,7 @@ async fn pty_loop(
     match status {
         Some(s) => Ended::Exited(s),
         None => tokio::select! {
-            s = child.wait() => Ended::Exited(s),
+            s = proc.wait() => Ended::Exited(s),
             _ = closed.changed() => Ended::Gone,
         },
     }

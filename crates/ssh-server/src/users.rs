@@ -190,7 +190,12 @@ pub fn name_of_gid(group: &str, gid: u32) -> Option<String> {
 }
 
 /// Reads a small text database (passwd/group), capped at [`MAX_DB_FILE`] bytes. A missing or
-/// unreadable file reads as empty: the caller's fallbacks apply.
+/// unreadable file reads as empty: the caller's fallbacks apply. Blocking: the server calls it
+/// from the account loader's throwaway thread, the SFTP helper from its own process.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "root-owned databases, read off the runtime (see above)"
+)]
 pub fn read_db(path: &Path) -> String {
     use std::io::Read;
     let mut text = String::new();
@@ -295,12 +300,81 @@ bad
         assert_eq!(read_db(Path::new("/nonexistent/passwd")), "");
     }
 
+    /// passwd-like lines: mostly well-formed, with odd fields and garbage mixed in.
+    fn passwd_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let line = prop_oneof![
+            (
+                "[a-z][a-z0-9._-]{0,8}|root|alice",
+                "[0-9]{1,11}|-1|x",
+                "[0-9]{1,6}",
+                "[^:\n]{0,12}",
+                "(/[a-z]{1,6}){0,3}",
+                "(/[a-z]{1,6}){0,3}",
+            )
+                .prop_map(|(n, uid, gid, gecos, home, shell)| {
+                    format!("{n}:x:{uid}:{gid}:{gecos}:{home}:{shell}")
+                }),
+            "[^\n]{0,60}",
+        ];
+        proptest::collection::vec(line, 0..20).prop_map(|v| v.join("\n"))
+    }
+
+    /// group-like lines whose member lists often name `alice`.
+    fn group_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let line = prop_oneof![
+            (
+                "[a-z]{1,6}",
+                0u32..200,
+                proptest::collection::vec("alice|bob| alice |[a-z]{0,4}", 0..6)
+            )
+                .prop_map(|(n, gid, m)| format!("{n}:x:{gid}:{}", m.join(","))),
+            "[^\n]{0,40}",
+        ];
+        proptest::collection::vec(line, 0..120).prop_map(|v| v.join("\n"))
+    }
+
     proptest::proptest! {
         #[test]
         fn passwd_parser_is_total(s in "\\PC{0,200}") {
             let _ = parse_passwd_line(&s);
             let _ = parse_group_line(&s);
             let _ = lookup_in(&s, &s, "root");
+        }
+
+        /// Entries only hold pieces of their line; lookups give a consistent, bounded user.
+        #[test]
+        fn lookups_are_consistent_and_bounded(
+            passwd in passwd_text(),
+            group in group_text(),
+            name in "alice|root|bob|[a-z]{1,3}",
+        ) {
+            for line in passwd.lines() {
+                if let Some(e) = parse_passwd_line(line) {
+                    proptest::prop_assert!(e.name.len() + e.home.len() + e.shell.len() <= line.len());
+                    proptest::prop_assert!(valid_name(&e.name));
+                }
+            }
+            for line in group.lines() {
+                if let Some(g) = parse_group_line(line) {
+                    let members: usize = g.members.iter().map(String::len).sum();
+                    proptest::prop_assert!(g.name.len() + members <= line.len());
+                }
+            }
+            if let Some(u) = lookup_in(&passwd, &group, &name) {
+                proptest::prop_assert_eq!(&u.name, &name);
+                proptest::prop_assert!(!u.groups.is_empty() && u.groups.len() <= MAX_GROUPS);
+                proptest::prop_assert_eq!(u.groups[0], u.gid);
+                let mut dedup = u.groups.clone();
+                dedup.sort_unstable();
+                dedup.dedup();
+                proptest::prop_assert_eq!(dedup.len(), u.groups.len(), "duplicate groups");
+                proptest::prop_assert!(!u.home.as_os_str().is_empty());
+                proptest::prop_assert!(!u.shell.as_os_str().is_empty());
+            } else {
+                proptest::prop_assert!(name != "root", "root always resolves");
+            }
         }
     }
 }

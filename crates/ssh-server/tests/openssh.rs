@@ -4,6 +4,10 @@
 //! Every external command runs under a deadline and is killed when it passes; every server is
 //! killed when its test ends. The tests run as root (as CI does): the server then drops
 //! privileges for non-root users, which one test checks.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the tests set up and inspect files directly; clippy.toml guards the server's runtime thread"
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -66,6 +70,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn keygen(dir: &Path, kind: &str, bits: Option<&str>) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(format!("id_{kind}"));
     let mut cmd = Command::new("ssh-keygen");
     cmd.args(["-q", "-N", "", "-t", kind, "-f"]).arg(&path);
@@ -102,6 +107,8 @@ struct Options<'a> {
     authorized: &'a [String],
     extra: &'a [&'a str],
     host_key_dir: Option<&'a Path>,
+    /// `--shell` (the shell of every user); `None`: the passwd entries' shells.
+    shell: Option<&'a str>,
 }
 
 impl TestServer {
@@ -112,6 +119,7 @@ impl TestServer {
                 authorized,
                 extra,
                 host_key_dir: None,
+                shell: Some("/bin/sh"),
             },
         )
     }
@@ -123,7 +131,9 @@ impl TestServer {
         );
         let ak = dir.join("authorized_keys");
         std::fs::write(&ak, o.authorized.join("\n") + "\n").unwrap();
-        std::fs::set_permissions(&ak, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Keys files are read with the user's identity (as OpenSSH does): a shared root-owned
+        // file must be readable by the users it serves (and not writable by them).
+        std::fs::set_permissions(&ak, std::fs::Permissions::from_mode(0o644)).unwrap();
         let hk = o
             .host_key_dir
             .map(Path::to_path_buf)
@@ -134,22 +144,19 @@ impl TestServer {
             .open(dir.join("server.log"))
             .unwrap();
         let mut cmd = Command::new(SERVER);
-        cmd.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--print-host-keys",
-            "--shell",
-            "/bin/sh",
-        ])
-        .arg("--host-key-dir")
-        .arg(&hk)
-        .arg("--authorized-keys")
-        .arg(&ak)
-        .args(["--log", "info,ssh_server=debug"])
-        .args(o.extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log));
+        cmd.args(["--listen", "127.0.0.1:0", "--print-host-keys"]);
+        if let Some(shell) = o.shell {
+            cmd.args(["--shell", shell]);
+        }
+        cmd.arg("--host-key-dir")
+            .arg(&hk)
+            .arg("--authorized-keys")
+            .arg(&ak)
+            .args(["--log", "info,ssh_server=debug"])
+            .args(o.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
         let mut child = cmd.spawn().expect("start virga-sshd-dev");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -961,6 +968,7 @@ fn host_keys_are_made_once_with_mode_0600_and_match_ssh_keygen() {
                 authorized: &[public(&key)],
                 extra: &["--comment", "root@virga"],
                 host_key_dir: Some(&hk),
+                shell: Some("/bin/sh"),
             },
         );
         // The key the client sees is the one announced.
@@ -991,6 +999,7 @@ fn host_keys_are_made_once_with_mode_0600_and_match_ssh_keygen() {
                 authorized: &[public(&key)],
                 extra: &["--comment", "other"],
                 host_key_dir: Some(&hk),
+                shell: Some("/bin/sh"),
             },
         );
         block(&s)
@@ -1032,6 +1041,7 @@ fn host_keys_are_made_once_with_mode_0600_and_match_ssh_keygen() {
                 authorized: &[public(&key)],
                 extra: &["--instance-id", "i-new"],
                 host_key_dir: Some(&hk),
+                shell: Some("/bin/sh"),
             },
         );
         block(&s)
@@ -1139,23 +1149,25 @@ fn library_api_with_keys_from_a_provider() {
 }
 
 #[test]
-fn a_missing_shell_fails_the_request_not_the_server() {
+fn a_missing_shell_refuses_the_login_sftp_included() {
     let dir = tempdir();
     let key = keygen(dir.path(), "ed25519", None);
     let s = TestServer::start(dir.path(), &[public(&key)], &["--shell", "/nonexistent/sh"]);
     let out = s.ssh(&key, "root", &[], "true", b"");
-    assert_ne!(code(out.status), 0);
+    assert_eq!(code(out.status), 255);
     assert!(
-        text(&out.stderr).contains("exec request failed"),
+        text(&out.stderr).contains("Permission denied (publickey)"),
         "{}",
         text(&out.stderr)
     );
     assert!(
-        s.log().contains("cannot start /nonexistent/sh as root"),
+        s.log()
+            .contains("shell /nonexistent/sh is not an executable file"),
         "{}",
         s.log()
     );
-    // SFTP does not need the shell.
+    // SFTP does not use the shell, but a user without a usable shell gets no session at all
+    // (OpenSSH runs subsystems through the shell, so they fail there too).
     let src = dir.path().join("f");
     std::fs::write(&src, b"data").unwrap();
     let mut c = Command::new("scp");
@@ -1167,6 +1179,579 @@ fn a_missing_shell_fails_the_request_not_the_server() {
         .arg(&src);
     c.arg(format!("root@127.0.0.1:{}/g", dir.path().display()));
     let out = run(c, b"", DEADLINE);
+    assert!(!out.status.success(), "scp must be refused too");
+    assert!(!dir.path().join("g").exists());
+    // The server goes on serving.
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    let (got, _) = read_until_closed(&mut c, Duration::from_millis(500));
+    assert!(text(&got).starts_with("SSH-2.0-virga_"), "{:?}", text(&got));
+}
+
+/// A login account for the tests that need users other than root.
+struct TestUser<'a> {
+    name: &'a str,
+    uid: u32,
+    shell: &'a str,
+    /// Public key line put in `~/.ssh/authorized_keys` (0600, the user's, in a 0700 `.ssh`).
+    key: Option<String>,
+}
+
+/// Writes passwd and group files and the users' homes (`dir/home-NAME`, 0755, the user's)
+/// under `dir`, which is made 0755 so that users can reach their homes and the shared
+/// `authorized_keys`. Returns the server arguments: the databases and the `%h` keys file.
+fn setup_users(dir: &Path, users: &[TestUser<'_>]) -> Vec<String> {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut group = String::from("root:x:0:\n");
+    for u in users {
+        let home = dir.join(format!("home-{}", u.name));
+        let ssh = home.join(".ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        let mut owned = vec![(home.clone(), 0o755), (ssh.clone(), 0o700)];
+        if let Some(k) = &u.key {
+            let ak = ssh.join("authorized_keys");
+            std::fs::write(&ak, format!("{k}\n")).unwrap();
+            owned.push((ak, 0o600));
+        }
+        for (p, mode) in owned {
+            std::os::unix::fs::chown(&p, Some(u.uid), Some(u.uid)).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        passwd.push_str(&format!(
+            "{n}:x:{id}:{id}:{n}:{h}:{s}\n",
+            n = u.name,
+            id = u.uid,
+            h = home.display(),
+            s = u.shell
+        ));
+        group.push_str(&format!("{}:x:{}:\n", u.name, u.uid));
+    }
+    let (p, g) = (dir.join("passwd"), dir.join("group"));
+    std::fs::write(&p, passwd).unwrap();
+    std::fs::write(&g, group).unwrap();
+    vec![
+        "--passwd".into(),
+        p.display().to_string(),
+        "--group".into(),
+        g.display().to_string(),
+        "--authorized-keys".into(),
+        "%h/.ssh/authorized_keys".into(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Waits (bounded) until the server log contains `needle`.
+fn wait_for_log(s: &TestServer, needle: &str, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if s.log().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn a_fifo_as_authorized_keys_does_not_stall_other_logins() {
+    let dir = tempdir();
+    let alice_key = keygen(&dir.path().join("a"), "ed25519", None);
+    let bob_key = keygen(&dir.path().join("b"), "ed25519", None);
+    let args = setup_users(
+        dir.path(),
+        &[
+            TestUser {
+                name: "alice",
+                uid: 4242,
+                shell: "/bin/sh",
+                key: None,
+            },
+            TestUser {
+                name: "bob",
+                uid: 4343,
+                shell: "/bin/sh",
+                key: Some(public(&bob_key)),
+            },
+        ],
+    );
+    let fifo = dir.path().join("home-alice/.ssh/authorized_keys");
+    let out = run(
+        {
+            let mut c = Command::new("mkfifo");
+            c.arg("-m").arg("0600").arg(&fifo);
+            c
+        },
+        b"",
+        DEADLINE,
+    );
+    assert!(out.status.success(), "mkfifo: {}", text(&out.stderr));
+    std::os::unix::fs::chown(&fifo, Some(4242), Some(4242)).unwrap();
+    let s = TestServer::start(dir.path(), &[], &strs(&args));
+
+    // alice's attempt opens her FIFO, which has no writer: whatever reads it must not stall
+    // the server. Her attempt is under way (or over) before bob connects.
+    let mut c = s.ssh_cmd(&alice_key, &[]);
+    c.arg("alice@127.0.0.1").arg("echo alice-in");
+    let alice = std::thread::spawn(move || run(c, b"", DEADLINE));
+    assert!(
+        wait_for_log(&s, "connection accepted", Duration::from_secs(10)),
+        "{}",
+        s.log()
+    );
+    wait_for_log(&s, "authorized_keys ignored", Duration::from_secs(1));
+    let bob = s.ssh(&bob_key, "bob", &[], "echo bob-in", b"");
+    assert_eq!(text(&bob.stdout), "bob-in\n", "{}", text(&bob.stderr));
+    let alice = alice.join().expect("alice's ssh must end");
+    assert_eq!(code(alice.status), 255, "{}", text(&alice.stderr));
+    assert!(
+        s.log().contains("is not a regular file (Fifo)"),
+        "{}",
+        s.log()
+    );
+    // And again: a second connection is served just as well.
+    let bob = s.ssh(&bob_key, "bob", &[], "echo bob-again", b"");
+    assert_eq!(text(&bob.stdout), "bob-again\n", "{}", text(&bob.stderr));
+}
+
+#[test]
+fn authorized_keys_are_read_as_the_user_and_never_through_a_final_symlink() {
+    let dir = tempdir();
+    let key = keygen(&dir.path().join("k"), "ed25519", None);
+    let args = setup_users(
+        dir.path(),
+        &[TestUser {
+            name: "alice",
+            uid: 4242,
+            shell: "/bin/sh",
+            key: None,
+        }],
+    );
+    let s = TestServer::start(dir.path(), &[], &strs(&args));
+    let ssh_dir = dir.path().join("home-alice/.ssh");
+    let ak = ssh_dir.join("authorized_keys");
+    let login = || s.ssh(&key, "alice", &[], "echo in", b"");
+
+    // 1. authorized_keys is a symlink to a root-only file holding alice's key.
+    let secret = dir.path().join("root-only-keys");
+    std::fs::write(&secret, format!("{}\n", public(&key))).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&secret, &ak).unwrap();
+    let out = login();
+    assert_eq!(
+        code(out.status),
+        255,
+        "symlink to a root-only file let alice in"
+    );
+    assert!(out.stdout.is_empty());
+    assert!(
+        s.log().contains("is a symbolic link; not followed"),
+        "{}",
+        s.log()
+    );
+
+    // 2. ~/.ssh is a symlink into a root-only directory: reading as alice, it is unreadable.
+    let locked = dir.path().join("root-only-dir");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        locked.join("authorized_keys"),
+        format!("{}\n", public(&key)),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        locked.join("authorized_keys"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::remove_file(&ak).unwrap();
+    std::fs::remove_dir(&ssh_dir).unwrap();
+    std::os::unix::fs::symlink(&locked, &ssh_dir).unwrap();
+    let out = login();
+    assert_eq!(code(out.status), 255, "root-only directory read for alice");
+    assert!(out.stdout.is_empty());
+    assert!(
+        s.log().contains("cannot open directory") && s.log().contains("Permission denied"),
+        "{}",
+        s.log()
+    );
+
+    // Control: the same key in a proper file of alice's lets her in.
+    std::fs::remove_file(&ssh_dir).unwrap();
+    std::fs::create_dir(&ssh_dir).unwrap();
+    std::fs::write(&ak, format!("{}\n", public(&key))).unwrap();
+    for (p, mode) in [(&ssh_dir, 0o700), (&ak, 0o600)] {
+        std::os::unix::fs::chown(p, Some(4242), Some(4242)).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = login();
+    assert_eq!(text(&out.stdout), "in\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn group_writable_authorized_keys_or_ssh_dir_are_refused_with_a_clear_log_line() {
+    let dir = tempdir();
+    let key = keygen(&dir.path().join("k"), "ed25519", None);
+    let args = setup_users(
+        dir.path(),
+        &[TestUser {
+            name: "alice",
+            uid: 4242,
+            shell: "/bin/sh",
+            key: Some(public(&key)),
+        }],
+    );
+    let s = TestServer::start(dir.path(), &[], &strs(&args));
+    let ssh_dir = dir.path().join("home-alice/.ssh");
+    let ak = ssh_dir.join("authorized_keys");
+    let chmod =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+
+    chmod(&ak, 0o660);
+    let out = s.ssh(&key, "alice", &[], "echo in", b"");
+    assert_eq!(
+        code(out.status),
+        255,
+        "group-writable authorized_keys accepted"
+    );
+    let line = format!("{} is group- or world-writable (mode 660)", ak.display());
+    assert!(s.log().contains(&line), "{}", s.log());
+
+    chmod(&ak, 0o600);
+    chmod(&ssh_dir, 0o770);
+    let out = s.ssh(&key, "alice", &[], "echo in", b"");
+    assert_eq!(code(out.status), 255, "group-writable ~/.ssh accepted");
+    let line = format!(
+        "{} is group- or world-writable (mode 770)",
+        ssh_dir.display()
+    );
+    assert!(s.log().contains(&line), "{}", s.log());
+
+    chmod(&ssh_dir, 0o700);
+    let out = s.ssh(&key, "alice", &[], "echo in", b"");
+    assert_eq!(text(&out.stdout), "in\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn nologin_false_missing_and_non_executable_shells_get_no_session_not_even_sftp() {
+    let dir = tempdir();
+    let key = keygen(&dir.path().join("k"), "ed25519", None);
+    let not_exec = dir.path().join("not-executable-sh");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&not_exec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let shells = [
+        ("bob", "/usr/sbin/nologin", "refuses logins"),
+        ("carol", "/bin/false", "refuses logins"),
+        ("dave", "/nonexistent/sh", "is not an executable file"),
+        (
+            "erin",
+            not_exec.to_str().unwrap(),
+            "is not an executable file",
+        ),
+    ];
+    let mut users: Vec<TestUser<'_>> = shells
+        .iter()
+        .zip(5000..)
+        .map(|(&(name, shell, _), uid)| TestUser {
+            name,
+            uid,
+            shell,
+            key: Some(public(&key)),
+        })
+        .collect();
+    users.push(TestUser {
+        name: "alice",
+        uid: 4242,
+        shell: "/bin/sh",
+        key: Some(public(&key)),
+    });
+    let args = setup_users(dir.path(), &users);
+    // Every refused attempt costs the source; this test makes a dozen.
+    let mut extra = strs(&args);
+    extra.extend(["--rate-burst", "100"]);
+    let s = TestServer::start_with(
+        dir.path(),
+        Options {
+            authorized: &[],
+            extra: &extra,
+            host_key_dir: None,
+            shell: None,
+        },
+    );
+    let batch = dir.path().join("batch");
+    std::fs::write(&batch, "pwd\nls\n").unwrap();
+    let sftp = |user: &str| {
+        let mut c = Command::new("sftp");
+        c.args(common_opts())
+            .arg("-P")
+            .arg(s.port())
+            .arg("-i")
+            .arg(&key)
+            .arg("-b")
+            .arg(&batch)
+            .arg(format!("{user}@127.0.0.1"));
+        run(c, b"", DEADLINE)
+    };
+    for (user, shell, why) in shells {
+        let out = s.ssh(&key, user, &[], "echo in", b"");
+        assert_eq!(
+            code(out.status),
+            255,
+            "{user} ({shell}): {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{user}");
+        assert!(
+            text(&out.stderr).contains("Permission denied (publickey)"),
+            "{user}: {}",
+            text(&out.stderr)
+        );
+        let out = s.ssh(&key, user, &["-tt"], "", b"exit\n");
+        assert_eq!(code(out.status), 255, "{user}: interactive shell");
+        let out = sftp(user);
+        assert!(
+            !out.status.success(),
+            "{user} ({shell}) got an SFTP session"
+        );
+        assert!(
+            !text(&out.stdout).contains("Remote working directory"),
+            "{user}"
+        );
+        let line = format!("shell {shell} {why}");
+        assert!(s.log().contains(&line), "{line}: {}", s.log());
+    }
+    // Control: the same key, a real shell.
+    let out = s.ssh(&key, "alice", &[], "echo in", b"");
+    assert_eq!(text(&out.stdout), "in\n", "{}", text(&out.stderr));
+    let out = sftp("alice");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(std::fs::read(dir.path().join("g")).unwrap(), b"data");
+    assert!(text(&out.stdout).contains("Remote working directory"));
+}
+
+/// A TCP connection to `to` from the local address `from` (any of 127/8 is loopback).
+fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&fd, &SocketAddr::from((from, 0))).unwrap();
+    rustix::net::connect(&fd, &to).unwrap();
+    TcpStream::from(fd)
+}
+
+/// Whether the server has closed `c` (EOF), without waiting.
+fn closed_by_server(c: &TcpStream) -> bool {
+    let mut reader = c;
+    c.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    let closed = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    c.set_nonblocking(false).unwrap();
+    closed
+}
+
+#[test]
+fn one_source_holding_100_idle_connections_does_not_lock_out_another() {
+    let dir = tempdir();
+    let key = keygen(dir.path(), "ed25519", None);
+    // Default limits: MaxStartups 10:30:100 per source under a global 128:30:192.
+    let s = TestServer::start(dir.path(), &[public(&key)], &[]);
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let idle: Vec<TcpStream> = (0..100).map(|_| connect_from(attacker, s.addr)).collect();
+    // Let the server accept (or refuse) all of them (before the fix, nothing was logged: the
+    // wait runs out and the login below fails).
+    let refused_logged = wait_for_log(&s, "MaxStartups per source", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let start = Instant::now();
+    let out = s.ssh(&key, "root", &[], "echo in from 127.0.0.1", b"");
+    assert_eq!(
+        text(&out.stdout),
+        "in from 127.0.0.1\n",
+        "after {:?}: {}",
+        start.elapsed(),
+        text(&out.stderr)
+    );
+    assert!(refused_logged, "{}", s.log());
+    let closed = idle.iter().filter(|c| closed_by_server(c)).count();
+    assert!(closed > 0, "some of the 100 must have been dropped");
+    assert!(
+        100 - closed >= 10,
+        "the first 10 are always admitted ({closed} closed)"
+    );
+    drop(idle);
+}
+
+#[test]
+fn login_grace_expiry_counts_as_a_failure_for_its_source() {
+    let dir = tempdir();
+    let key = keygen(dir.path(), "ed25519", None);
+    let s = TestServer::start(
+        dir.path(),
+        &[public(&key)],
+        &[
+            "--login-grace",
+            "1",
+            "--rate-burst",
+            "3",
+            "--rate-per-minute",
+            "1",
+        ],
+    );
+    let slow = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| connect_from(slow, s.addr)).collect();
+    for c in &mut idle {
+        let (_, closed) = read_until_closed(c, Duration::from_secs(10));
+        assert!(closed.is_some(), "grace time must cut idle connections");
+    }
+    // Three expiries used up the source's budget: its next connection is refused at once.
+    let mut next = connect_from(slow, s.addr);
+    let (got, closed) = read_until_closed(&mut next, Duration::from_secs(5));
+    assert!(
+        closed.is_some() && got.is_empty(),
+        "a source that let its grace time run out 3 times must be refused: {:?}",
+        text(&got)
+    );
+    assert!(
+        s.log()
+            .contains("too many authentication failures from this source"),
+        "{}",
+        s.log()
+    );
+    // Other sources are not affected.
+    let out = s.ssh(&key, "root", &[], "echo in", b"");
+    assert_eq!(text(&out.stdout), "in\n", "{}", text(&out.stderr));
+}
+
+/// Starts `sleep 60` as a process-group leader that has pid `want`, by setting the kernel's
+/// last allocated pid (root). Other processes on the machine take pids too: retried.
+fn spawn_with_pid(want: u32) -> Child {
+    use std::os::unix::process::CommandExt;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (want - 1).to_string())
+            .expect("cannot set ns_last_pid (needs root)");
+        let mut child = Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        if child.id() == want {
+            return child;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("could not start a process with pid {want}");
+}
+
+struct AcceptAnyHostKey;
+
+impl russh::client::Handler for AcceptAnyHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+#[test]
+fn a_signal_after_the_child_was_reaped_reaches_no_other_process() {
+    let dir = tempdir();
+    let key = keygen(dir.path(), "ed25519", None);
+    let s = TestServer::start(dir.path(), &[public(&key)], &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = std::sync::Arc::new(russh::client::Config::default());
+        let mut session = russh::client::connect(config, s.addr, AcceptAnyHostKey)
+            .await
+            .unwrap();
+        let secret = russh::keys::load_secret_key(&key, None).unwrap();
+        let auth = session
+            .authenticate_publickey(
+                "root",
+                russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(secret), None),
+            )
+            .await
+            .unwrap();
+        assert!(auth.success());
+        let mut ch = session.channel_open_session().await.unwrap();
+        // On a terminal, the server forwards output for up to 2 s after the session's process
+        // exits: the channel stays open while the leader is already reaped. The ticker, in a
+        // session of its own (so nothing uses the leader's pid as a group id any more), keeps
+        // the terminal busy.
+        ch.request_pty(false, "dumb", 80, 24, 0, 0, &[])
+            .await
+            .unwrap();
+        ch.exec(
+            true,
+            "echo leader=$$; setsid sh -c 'i=0; while [ $i -lt 60 ]; do echo tick; \
+             sleep 0.05; i=$((i+1)); done' & sleep 0.2; exit 0",
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        let leader: u32 = loop {
+            match tokio::time::timeout(DEADLINE, ch.wait()).await {
+                Ok(Some(russh::ChannelMsg::Data { data })) => {
+                    out.push_str(&String::from_utf8_lossy(&data));
+                    if let Some(rest) = out.split("leader=").nth(1)
+                        && let Some(pid) = rest.split(['\r', '\n']).next()
+                        && rest.contains('\n')
+                    {
+                        break pid.trim().parse().unwrap();
+                    }
+                }
+                Ok(Some(_)) => {}
+                other => panic!("no leader pid: {other:?} {out:?}"),
+            }
+        };
+        // The server reaps the leader: its /proc entry (a zombie's too) goes away.
+        let start = Instant::now();
+        while Path::new(&format!("/proc/{leader}")).exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "leader {leader} not reaped"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // An unrelated process-group leader now has that pid.
+        let mut victim = spawn_with_pid(leader);
+        ch.signal(russh::Sig::KILL).await.unwrap();
+        // The request is handled (logged as not delivered: the pidfd's process is gone) while
+        // the channel is still open; the unrelated process lives on. (The client's connection
+        // runs on this runtime: wait here, not outside.)
+        let start = Instant::now();
+        while !s.log().contains("signal not delivered") && start.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let alive = victim.try_wait().unwrap().is_none();
+        let _ = victim.kill();
+        let _ = victim.wait();
+        assert!(
+            alive,
+            "the SIGKILL meant for reaped pid {leader} killed another process"
+        );
+        assert!(
+            s.log().contains("signal not delivered"),
+            "the signal request was not handled: {}",
+            s.log()
+        );
+        let _ = ch.close().await;
+        drop(session);
+    });
 }

@@ -168,12 +168,9 @@ fn linux_boot(out: &Path) -> Result<Duration, String> {
     let accel = vm_runner::Accel::Tcg {
         reason: "benchmark under TCG".into(),
     };
-    let cfg = vm_runner::VmConfig::new(
-        kernel,
-        initrd,
-        format!("{} panic=-1", manifest.cmdline),
-        accel,
-    );
+    let mut cmdline = vm_runner::KernelCmdline::new(&manifest.cmdline);
+    cmdline.panic_stops_vm();
+    let cfg = vm_runner::VmConfig::new(kernel, initrd, cmdline, accel);
     let mut vm = vm_runner::Vm::launch(&cfg).map_err(|e| e.to_string())?;
     let line = vm
         .wait_for("ready line", Duration::from_secs(180), |l| {

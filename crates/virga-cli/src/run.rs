@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use image_spec::ImageManifest;
 use vm_runner::disk::{DiskBoot, Firmware};
 use vm_runner::instance::InstanceOptions;
-use vm_runner::{AccelChoice, Vm, VmConfig, VmError};
+use vm_runner::{AccelChoice, KernelCmdline, Vm, VmConfig, VmError};
 
 /// Exit codes of `virga run --expect-ready` (documented in docs/cli.md).
 pub mod exit {
@@ -218,6 +218,11 @@ pub struct InstanceArgs {
     /// State disk bus: virtio (`/dev/vdX`) or nvme (`/dev/nvmeNn1`, as on EC2 Nitro).
     #[arg(long, value_enum, default_value = "virtio")]
     pub state_bus: StateBusArg,
+    /// Make the VM look like an instance of the datasource's cloud (SMBIOS system strings as EC2
+    /// or OpenStack present them) and let the guest choose its datasources from its image's
+    /// list, as it would there, instead of passing `virga.ds=`.
+    #[arg(long)]
+    pub as_cloud: bool,
     /// Extra argument for the metadata server, e.g. `--metadata-server-arg=--fault=hang`.
     #[arg(
         long = "metadata-server-arg",
@@ -253,6 +258,7 @@ impl InstanceArgs {
         o.hostname = self.hostname.clone();
         o.state = self.state.clone();
         o.server_args = self.server_args.clone();
+        o.as_cloud = self.as_cloud;
         let read =
             |f: &PathBuf| std::fs::read(f).with_context(|| format!("cannot read {}", f.display()));
         o.user_data = self.user_data.as_ref().map(read).transpose()?;
@@ -318,10 +324,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 FirmwareArg::Uefi => Firmware::Uefi,
             };
             let boot = DiskBoot::new(&image, firmware, runtime.path())?;
-            let mut cmdline = "panic=-1".to_owned();
+            let mut cmdline = KernelCmdline::new("");
+            cmdline.panic_stops_vm();
             if let Some(extra) = &args.append {
-                cmdline.push(' ');
-                cmdline.push_str(extra);
+                cmdline.append(extra);
             }
             VmConfig::for_disk(boot, cmdline, accel)
         }
@@ -333,10 +339,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     args.out.display()
                 )
             })?;
-            let mut cmdline = format!("{} panic=-1", manifest.cmdline);
+            let mut cmdline = KernelCmdline::new(&manifest.cmdline);
+            cmdline.panic_stops_vm();
             if let Some(extra) = &args.append {
-                cmdline.push(' ');
-                cmdline.push_str(extra);
+                cmdline.append(extra);
             }
             VmConfig::new(kernel, initrd, cmdline, accel)
         }
@@ -580,7 +586,7 @@ mod tests {
         VmConfig::new(
             "k".into(),
             "i".into(),
-            "console=ttyS0".into(),
+            KernelCmdline::new("console=ttyS0"),
             vm_runner::Accel::Tcg { reason: "t".into() },
         )
     }

@@ -163,10 +163,14 @@ fn configdrive_with_static_network_data() {
     let mut o = instance(Datasource::ConfigDrive);
     o.hostname = "cd-box.example.org".into();
     // QEMU's default MAC; slirp's network is 10.0.2.0/24 with the gateway at .2.
+    // A VLAN on top, as OpenStack describes tagged networks: the image carries 8021q.
     o.network_config = Some(
-        br#"{"links":[{"id":"l0","type":"phy","ethernet_mac_address":"52:54:00:12:34:56","mtu":1400}],
+        br#"{"links":[{"id":"l0","type":"phy","ethernet_mac_address":"52:54:00:12:34:56","mtu":1400},
+                      {"id":"vlan42","name":"vlan42","type":"vlan","vlan_link":"l0","vlan_id":42,
+                       "vlan_mac_address":"52:54:00:12:34:57"}],
             "networks":[{"id":"n0","link":"l0","type":"ipv4","ip_address":"10.0.2.77","netmask":"255.255.255.0",
-                         "routes":[{"network":"0.0.0.0","netmask":"0.0.0.0","gateway":"10.0.2.2"}]}],
+                         "routes":[{"network":"0.0.0.0","netmask":"0.0.0.0","gateway":"10.0.2.2"}]},
+                        {"id":"n1","link":"vlan42","type":"ipv4","ip_address":"192.168.42.5","netmask":"255.255.255.0"}],
             "services":[{"type":"dns","address":"10.0.2.3"}]}"#
             .to_vec(),
     );
@@ -176,6 +180,11 @@ fn configdrive_with_static_network_data() {
     assert!(addrs.contains("10.0.2.77/24"), "{addrs}");
     assert!(g.sh1("cat /sys/class/net/eth0/mtu") == "1400");
     assert!(g.sh1("ip route").contains("default via 10.0.2.2"));
+    let vlan = g.sh1("ip -4 -o addr show dev vlan42; cat /proc/net/vlan/config");
+    assert!(
+        vlan.contains("192.168.42.5/24") && vlan.contains("vlan42") && vlan.contains("| 42"),
+        "{vlan}"
+    );
     let resolv = g.sh1("cat /etc/resolv.conf; ls -la /etc/resolv.conf; virga status");
     assert!(resolv.contains("nameserver 10.0.2.3"), "{resolv}");
     assert!(
@@ -258,6 +267,90 @@ no_such_module: true
     assert!(
         log.contains("PUT /latest/api/token"),
         "IMDSv2 token not requested:\n{log}"
+    );
+    g.poweroff();
+}
+
+/// On an EC2-like machine (SMBIOS as Nitro presents it) with the image's own datasource list
+/// (no `virga.ds=`), the guest identifies the platform: it never probes OpenStack, and its
+/// first request to the metadata service is the IMDSv2 token.
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn the_platform_decides_which_services_are_probed() {
+    let mut o = instance(Datasource::Ec2);
+    o.as_cloud = true;
+    o.hostname = "nitro-box".into();
+    let mut g = boot_instance(&o, "");
+    assert_identity(&mut g, "nitro-box");
+    let s = g.status();
+    let ds = s.datasource.unwrap();
+    assert_eq!(ds.name, "ec2");
+    assert!(
+        ds.tried
+            .iter()
+            .any(|t| t.starts_with("openstack: not probed")),
+        "{:?}",
+        ds.tried
+    );
+    let log = std::fs::read_to_string(g.runtime.path().join("metadata-access.log")).unwrap();
+    let first = log.lines().next().unwrap_or_default();
+    assert!(first.contains("PUT /latest/api/token"), "{log}");
+    assert!(!log.contains("/openstack"), "{log}");
+    assert!(
+        !s.warnings.iter().any(|w| w.message.contains("401")),
+        "{:?}",
+        s.warnings
+    );
+    g.poweroff();
+}
+
+/// User-data `#include` URLs are fetched (here from a server on the host's loopback, which
+/// the guest reaches at QEMU's 10.0.2.2) and their parts run; a bad one is reported.
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn include_urls_are_fetched() {
+    use std::io::{BufRead, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut r = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let body = if line.contains("/part.sh") {
+                "#!/bin/sh\necho included > /root/included.txt\n"
+            } else {
+                ""
+            };
+            let status = if body.is_empty() {
+                "404 Not Found"
+            } else {
+                "200 OK"
+            };
+            let mut s = stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let mut o = instance(Datasource::NoCloud);
+    o.user_data = Some(
+        format!("#include\nhttp://10.0.2.2:{port}/part.sh\nhttp://10.0.2.2:{port}/missing\n")
+            .into_bytes(),
+    );
+    let mut g = boot_instance(&o, "");
+    assert_eq!(g.sh1("cat /root/included.txt"), "included");
+    let s = g.status();
+    assert!(
+        s.errors
+            .iter()
+            .any(|e| e.source == "user-data" && e.message.contains("404")),
+        "{:?}",
+        s.errors
     );
     g.poweroff();
 }
@@ -366,23 +459,130 @@ fn bad_metadata_never_stops_the_boot() {
     g.poweroff();
 }
 
-/// 100 MiB of user-data is refused at the size limit without exhausting the guest.
+/// 100 MiB of user-data is refused at the size limit without exhausting the guest, and the
+/// rest of the metadata (instance id, hostname, keys) is still applied.
 #[test]
 #[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
 fn huge_user_data_is_refused() {
     let mut o = instance(Datasource::Ec2);
+    o.hostname = "big-ud".into();
     o.user_data = Some(vec![b'#'; 100 * 1024 * 1024]);
     let mut g = boot_instance(&o, "virga.ds_timeout=30");
     let s = g.status();
     assert!(s.ready);
-    let ds = s.datasource.unwrap();
-    assert_eq!(ds.name, "none", "{:?}", ds.tried);
+    let ds = s.datasource.clone().unwrap();
+    assert_eq!(ds.name, "ec2", "{:?}", ds.tried);
     assert!(
-        ds.tried
+        s.warnings
             .iter()
-            .any(|t| t.contains("user-data") || t.contains("large")),
+            .any(|w| w.message.contains("user-data") && w.message.contains("limit")),
         "{:?}",
-        ds.tried
+        s.warnings
     );
+    assert_identity(&mut g, "big-ud");
+    g.poweroff();
+}
+
+/// Parser bombs in user-data and meta-data, at 128 MiB of guest RAM (PID 1 cannot be killed
+/// by the OOM killer, so a blow-up in it would deadlock the machine): every boot reaches ready,
+/// with the problem named in the status document, and what the seed holds besides is used.
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn metadata_bombs_never_stop_the_boot() {
+    use std::io::Write as _;
+    let gzip = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    // One long YAML flow list just under the 16 MiB decompressed limit, gzipped (the incident).
+    let mut flow = b"#cloud-config\nruncmd: [".to_vec();
+    while flow.len() < 15 * 1024 * 1024 {
+        flow.extend_from_slice(b"a,");
+    }
+    flow.extend_from_slice(b"a]\n");
+    let flow_gz = gzip(&flow);
+    assert!(flow_gz.len() < 64 * 1024, "{}", flow_gz.len());
+    // Nested lists, 200,000 deep.
+    let mut nested = b"#cloud-config\nruncmd: ".to_vec();
+    nested.extend(std::iter::repeat_n(b'[', 200_000));
+    nested.extend(std::iter::repeat_n(b']', 200_000));
+    // Billion laughs: nine levels of ten aliases.
+    let mut laughs =
+        String::from("#cloud-config\na0: &a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(",");
+        laughs.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    laughs.push_str("runcmd: *a9\n");
+    // 10,000 MIME parts.
+    let mut mime =
+        String::from("Content-Type: multipart/mixed; boundary=\"B\"\nMIME-Version: 1.0\n\n");
+    for i in 0..10_000 {
+        mime.push_str(&format!(
+            "--B\nContent-Type: text/x-shellscript\n\n#!/bin/sh\necho {i}\n"
+        ));
+    }
+    mime.push_str("--B--\n");
+    // A gzip bomb: 256 MiB of zeros, some 250 KiB compressed; the guest must stop early.
+    let zeros = vec![0u8; 256 * 1024 * 1024];
+    let gz_bomb = gzip(&zeros);
+    drop(zeros);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("flow list (gzip)", flow_gz),
+        ("nested lists", nested),
+        ("billion laughs", laughs.into_bytes()),
+        ("10,000 MIME parts", mime.into_bytes()),
+        ("gzip bomb", gz_bomb),
+    ];
+    for (name, user_data) in cases {
+        let mut o = instance(Datasource::NoCloud);
+        o.hostname = "bombed".into();
+        o.user_data = Some(user_data);
+        let mut g = boot_instance_with(&o, "", |cfg| cfg.memory_mb = 128);
+        let s = g.status();
+        assert!(s.ready, "{name}");
+        assert_eq!(s.datasource.as_ref().unwrap().name, "nocloud", "{name}");
+        assert!(
+            s.errors
+                .iter()
+                .chain(&s.warnings)
+                .any(|p| p.source == "user-data" || p.source == "cloud-config"),
+            "{name}: {:?} {:?}",
+            s.errors,
+            s.warnings
+        );
+        // Everything else the seed holds was applied: the hostname and the keys.
+        assert_identity(&mut g, "bombed");
+        g.poweroff();
+    }
+
+    // Meta-data that is deep JSON (valid YAML syntax), with no instance id: the seed is still
+    // used, with a stable fallback instance id named in the status document.
+    let dir = tempfile::tempdir().unwrap();
+    let deep = format!("{{\"a\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    std::fs::write(dir.path().join("meta-data"), deep).unwrap();
+    std::fs::write(
+        dir.path().join("user-data"),
+        "#!/bin/sh\necho seeded > /run/seeded\n",
+    )
+    .unwrap();
+    let mut o = instance(Datasource::NoCloud);
+    o.metadata_dir = Some(dir.path().to_owned());
+    let mut g = boot_instance_with(&o, "", |cfg| cfg.memory_mb = 128);
+    let s = g.status();
+    assert!(s.ready);
+    let ds = s.datasource.clone().unwrap();
+    assert!(
+        ds.instance_id.starts_with("iid-nocloud-"),
+        "{}",
+        ds.instance_id
+    );
+    assert!(
+        s.warnings.iter().any(|w| w.message.contains("meta-data")),
+        "{:?}",
+        s.warnings
+    );
+    assert_eq!(g.sh1("cat /run/seeded"), "seeded");
     g.poweroff();
 }

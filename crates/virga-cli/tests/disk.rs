@@ -273,7 +273,9 @@ fn disk_vm(
 ) -> VmConfig {
     let accel = vm_runner::accel::choose(vm_runner::AccelChoice::Auto);
     let boot = vm_runner::disk::DiskBoot::new(overlay, firmware, runtime).unwrap();
-    let mut cfg = VmConfig::for_disk(boot, "panic=-1".into(), accel);
+    let mut cmdline = vm_runner::KernelCmdline::new("");
+    cmdline.panic_stops_vm();
+    let mut cfg = VmConfig::for_disk(boot, cmdline, accel);
     if firmware == vm_runner::disk::Firmware::Uefi {
         cfg.machine = vm_runner::Machine::Q35;
     }

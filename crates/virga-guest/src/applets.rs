@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use boot_contract::Status;
 use boot_contract::console::STATUS_PATH;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
+
+use crate::ctx::Ctx;
+use crate::init::shutdown::Action;
 
 /// Prints the list of applets.
 pub fn usage() {
@@ -27,37 +30,21 @@ pub fn usage() {
 /// Runs an applet by name.
 pub fn run(applet: &str, args: &[String]) -> ExitCode {
     match applet {
-        "poweroff" => power(
-            Signal::SIGUSR2,
-            nix::sys::reboot::RebootMode::RB_POWER_OFF,
-            args,
-        ),
-        "reboot" => power(
-            Signal::SIGTERM,
-            nix::sys::reboot::RebootMode::RB_AUTOBOOT,
-            args,
-        ),
-        "halt" => power(
-            Signal::SIGUSR1,
-            nix::sys::reboot::RebootMode::RB_HALT_SYSTEM,
-            args,
-        ),
+        "poweroff" => power(Action::Poweroff, args),
+        "reboot" => power(Action::Reboot, args),
+        "halt" => power(Action::Halt, args),
         "status" => status(args),
         "ds" => ds(args),
         "query" => query(args),
-        "apply" => rerun(crate::cloud::apply::stage_apply),
-        "userdata" => {
-            let a = rerun(crate::cloud::apply::stage_apply);
-            if a != ExitCode::SUCCESS {
-                return a;
-            }
-            let e = rerun(crate::cloud::userdata::stage_early);
-            if e != ExitCode::SUCCESS {
-                return e;
-            }
-            rerun(crate::cloud::userdata::stage_late)
-        }
+        "apply" => rerun(&[("apply", crate::cloud::apply::stage_apply)]),
+        // One context for the three stages: apply decodes the user-data the other two run.
+        "userdata" => rerun(&[
+            ("apply", crate::cloud::apply::stage_apply),
+            ("user-data-early", crate::cloud::userdata::stage_early),
+            ("user-data", crate::cloud::userdata::stage_late),
+        ]),
         "per" => per(args),
+        crate::cloud::worker::APPLET => crate::cloud::worker::main(),
         #[cfg(feature = "ssh")]
         "sshd" => crate::init::ssh::sshd_main(args),
         #[cfg(feature = "ssh")]
@@ -74,14 +61,15 @@ pub fn run(applet: &str, args: &[String]) -> ExitCode {
     }
 }
 
-fn power(sig: Signal, mode: nix::sys::reboot::RebootMode, args: &[String]) -> ExitCode {
+fn power(action: Action, args: &[String]) -> ExitCode {
     if args.iter().any(|a| a == "-f" || a == "--force") {
+        let mode = action.reboot_mode();
         nix::unistd::sync();
         let Err(e) = nix::sys::reboot::reboot(mode);
         eprintln!("virga: reboot({mode:?}): {e} (are you root?)");
         return ExitCode::from(1);
     }
-    match kill(Pid::from_raw(1), sig) {
+    match kill(Pid::from_raw(1), action.signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("virga: cannot signal PID 1: {e} (are you root?)");
@@ -150,19 +138,26 @@ fn status(args: &[String]) -> ExitCode {
 
 fn ds(args: &[String]) -> ExitCode {
     if args.iter().any(|a| a == "--detect") {
-        let ctx = crate::init::Ctx::standalone();
+        let ctx = Ctx::standalone();
         let order = crate::cloud::order(&ctx);
         let limits = crate::cloud::limits();
         let devices = crate::cloud::blockdev::scan();
-        let mut det =
-            crate::cloud::datasource::detect_local(&order, &ctx.cmdline, &devices, &limits);
+        let platform_id = crate::cloud::platform::get().platform_id.as_deref();
+        let mut det = crate::cloud::datasource::detect_local(
+            &order,
+            &ctx.cmdline,
+            &devices,
+            &limits,
+            platform_id,
+        );
         if det.found.is_none() {
             let net = crate::cloud::datasource::detect_network(
                 &order,
                 &ctx.cmdline,
                 &limits,
                 std::time::Duration::from_secs(30),
-                crate::cloud::datasource::METADATA_URL,
+                ctx.params.metadata_url(),
+                platform_id,
             );
             det.tried.extend(net.tried);
             det.found = net.found;
@@ -205,7 +200,7 @@ fn ds(args: &[String]) -> ExitCode {
 }
 
 fn query(args: &[String]) -> ExitCode {
-    let md = match crate::cloud::saved_metadata() {
+    let md = match crate::ctx::saved_metadata() {
         Ok(m) => m,
         Err(e) => {
             eprintln!("virga: {e}");
@@ -242,32 +237,51 @@ fn query(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn rerun(stage: fn(&crate::init::Ctx) -> anyhow::Result<boot_contract::StageResult>) -> ExitCode {
-    let ctx = crate::init::Ctx::standalone();
+/// A stage as the applets run it again.
+type Stage = fn(&Ctx, std::time::Instant) -> anyhow::Result<boot_contract::StageResult>;
+
+/// How long `virga apply` / `virga userdata` may run their stages in all.
+const RERUN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Runs stages again, in order, on one context (the metadata saved at boot), and prints what
+/// they did: the user-data actions (ran, skipped by frequency, failed) and the errors.
+fn rerun(stages: &[(&str, Stage)]) -> ExitCode {
+    let ctx = Ctx::standalone();
     if ctx.cloud().md.is_none() {
-        eprintln!(
-            "virga: no saved metadata ({})",
-            crate::cloud::DATASOURCE_JSON
-        );
+        eprintln!("virga: no saved metadata ({})", crate::ctx::DATASOURCE_JSON);
         return ExitCode::from(1);
     }
-    let before = ctx.status().errors.len();
-    match stage(&ctx) {
-        Ok(_) => {
-            let errors = ctx.status().errors;
-            for p in &errors[before..] {
-                eprintln!("error: {}: {}", p.source, p.message);
-            }
-            if errors.len() > before {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
+    // Only what this run does is reported.
+    ctx.update(|s| {
+        s.errors.clear();
+        s.warnings.clear();
+        s.user_data = None;
+    });
+    let deadline = std::time::Instant::now() + RERUN_DEADLINE;
+    let mut failed = false;
+    for (name, stage) in stages {
+        match stage(&ctx, deadline) {
+            Ok(r) => println!("{name}: {}", format!("{r:?}").to_lowercase()),
+            Err(e) => {
+                eprintln!("virga: {name}: {e:#}");
+                failed = true;
             }
         }
-        Err(e) => {
-            eprintln!("virga: {e:#}");
-            ExitCode::from(1)
-        }
+    }
+    let status = ctx.status();
+    for a in status.user_data.iter().flat_map(|u| &u.actions) {
+        println!("  {a}");
+    }
+    for p in &status.warnings {
+        eprintln!("warning: {}: {}", p.source, p.message);
+    }
+    for p in &status.errors {
+        eprintln!("error: {}: {}", p.source, p.message);
+    }
+    if failed || !status.errors.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -284,11 +298,11 @@ fn per(args: &[String]) -> ExitCode {
         eprintln!("virga: unknown frequency `{freq}` (boot, instance, once, always)");
         return ExitCode::from(2);
     };
-    let iid = crate::cloud::saved_metadata()
+    let iid = crate::ctx::saved_metadata()
         .map(|m| m.instance_id)
         .unwrap_or_else(|_| "i-unknown".into());
-    let ctx = crate::init::Ctx::standalone();
-    let sem = crate::cloud::per::Semaphores::new(crate::cloud::persistent(&ctx), &iid);
+    let ctx = Ctx::standalone();
+    let sem = crate::cloud::per::Semaphores::new(ctx.persistent(), &iid);
     let result = sem.run(freq, name, || {
         std::process::Command::new(&cmd[0])
             .args(&cmd[1..])

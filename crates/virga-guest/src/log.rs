@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use boot_contract::cmdline::LogLevel;
 use tracing::Level;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
@@ -23,15 +24,14 @@ impl FormatTime for Uptime {
     }
 }
 
-/// Parses `virga.log=` values.
-pub fn parse_level(s: &str) -> Option<Level> {
-    match s.to_ascii_lowercase().as_str() {
-        "error" => Some(Level::ERROR),
-        "warn" | "warning" => Some(Level::WARN),
-        "info" => Some(Level::INFO),
-        "debug" => Some(Level::DEBUG),
-        "trace" => Some(Level::TRACE),
-        _ => None,
+/// The tracing level for `virga.log=` (info when absent).
+pub fn level(l: Option<LogLevel>) -> Level {
+    match l {
+        Some(LogLevel::Error) => Level::ERROR,
+        Some(LogLevel::Warn) => Level::WARN,
+        None | Some(LogLevel::Info) => Level::INFO,
+        Some(LogLevel::Debug) => Level::DEBUG,
+        Some(LogLevel::Trace) => Level::TRACE,
     }
 }
 

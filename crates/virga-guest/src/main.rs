@@ -8,17 +8,22 @@
 use std::process::ExitCode;
 
 mod applets;
+mod children;
 mod cloud;
+mod ctx;
+mod fsutil;
+mod hostname;
 mod init;
 mod log;
+mod pid1;
 mod sys;
 
 fn main() -> ExitCode {
     if std::process::id() == 1 {
         // PID 1 must never exit: a panic that escapes the per-stage guards lands here, and
         // the machine goes on in degraded mode (signals, shutdown, services, reaping).
-        let _ = std::panic::catch_unwind(|| init::main());
-        init::degraded();
+        let _ = std::panic::catch_unwind(|| pid1::main());
+        pid1::degraded();
     }
     let mut args: Vec<String> = std::env::args().collect();
     let argv0 = args

@@ -55,6 +55,26 @@ pub fn spawn_new_session(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Limits the child's heap (`RLIMIT_DATA`: brk and private anonymous mappings) to `bytes`: an
+/// allocation beyond it fails, and the child (a Rust program aborts on allocation failure)
+/// dies instead of exhausting the machine's memory.
+pub fn limit_heap(cmd: &mut Command, bytes: u64) -> &mut Command {
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit, which
+    // is async-signal-safe; the rlimit struct lives on the child's stack.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_DATA, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 fn ifreq(name: &str) -> io::Result<libc::ifreq> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
@@ -223,6 +243,20 @@ pub fn wait_timeout(
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_heap_limit_stops_a_big_allocation() {
+        // dd allocates one 200 MB buffer: fine without a limit, refused under a 64 MiB one.
+        let dd = || {
+            let mut c = Command::new("dd");
+            c.args(["if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"]);
+            c
+        };
+        let free = dd().output().unwrap();
+        assert!(free.status.success(), "{free:?}");
+        let limited = limit_heap(&mut dd(), 64 << 20).output().unwrap();
+        assert!(!limited.status.success(), "{limited:?}");
+    }
 
     #[test]
     fn wait_timeout_returns_at_exit_or_at_the_deadline() {

@@ -32,11 +32,11 @@ impl Datasource {
     /// The guest's name for it (`virga.ds=`).
     pub fn guest_name(self) -> &'static str {
         match self {
-            Datasource::NoCloud => "nocloud",
-            Datasource::ConfigDrive => "configdrive",
-            Datasource::Ec2 => "ec2",
-            Datasource::OpenStack => "openstack",
-            Datasource::None => "none",
+            Datasource::NoCloud => boot_contract::datasource::NOCLOUD,
+            Datasource::ConfigDrive => boot_contract::datasource::CONFIGDRIVE,
+            Datasource::Ec2 => boot_contract::datasource::EC2,
+            Datasource::OpenStack => boot_contract::datasource::OPENSTACK,
+            Datasource::None => boot_contract::datasource::NONE,
         }
     }
 }
@@ -70,6 +70,10 @@ pub struct InstanceOptions {
     pub server_exe: PathBuf,
     /// Extra arguments for the metadata server (`--fault`, `--imds`, …).
     pub server_args: Vec<String>,
+    /// Make the VM look like an instance of the datasource's cloud (SMBIOS system strings as
+    /// EC2 Nitro or OpenStack Nova present them) and let the guest choose its datasources as it
+    /// would there, from its image's list: no `virga.ds=` on the command line.
+    pub as_cloud: bool,
 }
 
 impl InstanceOptions {
@@ -89,8 +93,56 @@ impl InstanceOptions {
             state: None,
             server_exe,
             server_args: Vec::new(),
+            as_cloud: false,
         }
     }
+}
+
+/// SMBIOS system strings of a cloud's instances, as the guest's platform identification reads
+/// them (`/sys/class/dmi/id/`); the UUID is derived from the instance id.
+fn cloud_smbios(ds: Datasource, instance_id: &str) -> Vec<(String, String)> {
+    use std::fmt::Write as _;
+    let digest = {
+        // A stable, valid UUID from the instance id (FNV-1a, enough for a test fixture).
+        let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        for b in instance_id.bytes() {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+        }
+        let mut hex = String::new();
+        for byte in h.to_be_bytes() {
+            let _ = write!(hex, "{byte:02x}");
+        }
+        hex
+    };
+    let uuid = |prefix: &str| {
+        let hex = format!("{prefix}{}", &digest[prefix.len()..]);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    };
+    let pairs: &[(&str, String)] = match ds {
+        Datasource::Ec2 => &[
+            ("manufacturer", "Amazon EC2".into()),
+            ("product", "t3.micro".into()),
+            ("uuid", uuid("ec2")),
+        ],
+        Datasource::OpenStack | Datasource::ConfigDrive => &[
+            ("manufacturer", "OpenStack Foundation".into()),
+            ("product", "OpenStack Nova".into()),
+            ("uuid", uuid("")),
+        ],
+        Datasource::NoCloud | Datasource::None => &[],
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
 }
 
 /// What [`attach`] set up.
@@ -126,8 +178,15 @@ pub fn attach(
             read_only: false,
         });
     }
-    cfg.cmdline
-        .push_str(&format!(" virga.ds={},none", opts.datasource.guest_name()));
+    if opts.as_cloud {
+        let id = opts.instance_id.clone().unwrap_or_else(|| "i-virga".into());
+        cfg.smbios_system = cloud_smbios(opts.datasource, &id);
+    } else {
+        cfg.cmdline.datasources(&[
+            opts.datasource.guest_name(),
+            boot_contract::datasource::NONE,
+        ]);
+    }
     if opts.datasource == Datasource::None {
         return Ok(attached);
     }
@@ -200,17 +259,19 @@ pub fn attach(
                 .and_then(|k| k.save_new(&secret))
                 .map_err(|e| err("token secret", e))?;
             let access_log = runtime.join("metadata-access.log");
-            let argv = metadata_server::qemu::server_argv(
+            let mut server = metadata_server::qemu::StdioCommand::new(
                 &opts.server_exe,
                 cloud,
                 &dir,
-                Some(&secret),
-                Some(&access_log),
-                Some(&runtime.join("metadata-server.log")),
-                &opts.server_args,
+                runtime.join("metadata-slots"),
             );
+            server.token_secret_file = Some(secret);
+            server.access_log = Some(access_log.clone());
+            server.log_file = Some(runtime.join("metadata-server.log"));
+            server.extra = opts.server_args.clone();
             cfg.user_net_extra
-                .push(metadata_server::qemu::netdev_options(&argv));
+                .push(metadata_server::qemu::netdev_options(&server.argv()));
+            cfg.metadata_served = true;
             attached.access_log = Some(access_log);
         }
         Datasource::None => {}
@@ -301,7 +362,7 @@ mod tests {
         VmConfig::new(
             "k".into(),
             "i".into(),
-            "console=ttyS0".into(),
+            crate::KernelCmdline::new("console=ttyS0"),
             Accel::Tcg { reason: "t".into() },
         )
     }
@@ -315,7 +376,7 @@ mod tests {
         o.user_data = Some(b"#!/bin/sh\necho hi\n".to_vec());
         let a = attach(&o, &mut c, d.path()).unwrap();
         assert_eq!(a.instance_id.as_deref(), Some("i-test"));
-        assert!(c.cmdline.ends_with("virga.ds=nocloud,none"));
+        assert!(c.cmdline.render().ends_with("virga.ds=nocloud,none"));
         assert_eq!(c.drives.len(), 1);
         let probe = seed_image::probe_path(&c.drives[0].path).unwrap().unwrap();
         assert!(probe.label_is("cidata"));
@@ -338,6 +399,30 @@ mod tests {
                 .join("metadata/latest/meta-data/instance-id")
                 .is_file()
         );
+        assert!(c.render_contains("virga.ds=ec2,none"));
+    }
+
+    #[test]
+    fn as_a_cloud_the_vm_presents_its_smbios_and_leaves_the_datasources_to_the_guest() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = cfg();
+        let mut o = InstanceOptions::new(Datasource::Ec2, "/usr/bin/virga".into());
+        o.as_cloud = true;
+        o.instance_id = Some("i-0123".into());
+        attach(&o, &mut c, d.path()).unwrap();
+        let args = c.qemu_args().join(" ");
+        assert!(
+            args.contains("-smbios type=1,manufacturer=Amazon EC2,product=t3.micro,uuid=ec2"),
+            "{args}"
+        );
+        // No virga.ds: the guest picks; the metadata address is served inside QEMU, so
+        // vm-runner does not force local datasources either.
+        assert!(!args.contains("virga.ds="), "{args}");
+        let mut o = InstanceOptions::new(Datasource::OpenStack, "/usr/bin/virga".into());
+        o.as_cloud = true;
+        let mut c = cfg();
+        attach(&o, &mut c, d.path().join("os").as_path()).unwrap();
+        assert!(c.qemu_args().join(" ").contains("product=OpenStack Nova"));
     }
 
     #[test]

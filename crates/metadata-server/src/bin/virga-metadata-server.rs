@@ -1,5 +1,7 @@
 //! Stand-alone `virga-metadata-server`: the same server as `virga metadata-server`, for tests
-//! and for running without the rest of virga. Exit codes: 0 after a stdio connection ends,
+//! and for running without the rest of virga. Exit codes: 0 after a stdio connection ends (or
+//! was answered 503 because every connection slot was taken), 3 when a stdio process was ended
+//! at its hard deadline (`--max-connection-secs` + 5 s),
 //! 1 on any error (the error chain is printed to stderr, or to --log-file with --stdio).
 
 use std::process::ExitCode;

@@ -23,8 +23,8 @@ const USAGE: &str = "usage: virga-sshd-dev --host-key-dir DIR [--listen ADDR]...
 [--authorized-keys TEMPLATE]... [--shell PATH] [--passwd FILE] [--group FILE] \
 [--print-host-keys] [--rsa-host-key] [--comment TEXT] [--instance-id ID] [--no-sftp] \
 [--sftp-program PATH] \
-[--login-grace SECS] [--idle-timeout SECS] [--max-connections N] [--max-unauthenticated N] \
-[--max-sessions N] [--max-auth-tries N] [--rate-burst N] [--rate-per-minute N] [--log FILTER]
+[--login-grace SECS] [--idle-timeout SECS] [--max-connections N] [--max-startups S:R:F] \
+[--max-startups-per-source S:R:F] [--max-sessions N] [--max-auth-tries N] [--rate-burst N] [--rate-per-minute N] [--log FILTER]
        virga-sshd-dev --sftp-server";
 
 struct Args {
@@ -74,8 +74,9 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
                 config.limits.idle_timeout = Some(secs(&parser.value()?.string()?)?)
             }
             Long("max-connections") => config.limits.max_connections = parser.value()?.parse()?,
-            Long("max-unauthenticated") => {
-                config.limits.max_unauthenticated = parser.value()?.parse()?
+            Long("max-startups") => config.limits.max_startups = parser.value()?.parse()?,
+            Long("max-startups-per-source") => {
+                config.limits.max_startups_per_source = parser.value()?.parse()?
             }
             Long("max-sessions") => {
                 config.limits.max_sessions_per_connection = parser.value()?.parse()?

@@ -69,12 +69,9 @@ pub fn vm_config(out: &Path, extra_cmdline: &str) -> VmConfig {
     let manifest = image_spec::ImageManifest::load(out).expect("manifest.json");
     let (k, i) = vm_runner::artifacts(out).unwrap();
     let accel = vm_runner::accel::choose(vm_runner::AccelChoice::Auto);
-    let mut cfg = VmConfig::new(
-        k,
-        i,
-        format!("{} panic=-1 {extra_cmdline}", manifest.cmdline),
-        accel,
-    );
+    let mut cmdline = vm_runner::KernelCmdline::new(&manifest.cmdline);
+    cmdline.panic_stops_vm().append(extra_cmdline);
+    let mut cfg = VmConfig::new(k, i, cmdline, accel);
     cfg.echo = std::env::var_os("VIRGA_TEST_ECHO").is_some();
     cfg
 }
@@ -124,9 +121,18 @@ pub fn boot_instance_on(
     extra_cmdline: &str,
     machine: vm_runner::Machine,
 ) -> Guest {
+    boot_instance_with(opts, extra_cmdline, |cfg| cfg.machine = machine)
+}
+
+/// [`boot_instance`] with the VM configuration adjusted by `adjust` (memory, machine, …).
+pub fn boot_instance_with(
+    opts: &vm_runner::instance::InstanceOptions,
+    extra_cmdline: &str,
+    adjust: impl FnOnce(&mut VmConfig),
+) -> Guest {
     let out = default_image();
     let mut cfg = vm_config(&out, extra_cmdline);
-    cfg.machine = machine;
+    adjust(&mut cfg);
     let runtime = tempfile::tempdir().unwrap();
     vm_runner::instance::attach(opts, &mut cfg, runtime.path()).expect("attach datasource");
     let (mut vm, ready) = boot_ready(&cfg);

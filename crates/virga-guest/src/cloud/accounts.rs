@@ -5,7 +5,45 @@
 use std::path::Path;
 use std::path::PathBuf;
 
-use super::fsutil::{WriteOpts, components, write_file};
+use crate::fsutil::{
+    WriteOpts, components, ensure_dir_at, open_dirs, read_at, write_at, write_file,
+};
+
+/// The largest `authorized_keys` file read back before keys are appended.
+const MAX_AUTHORIZED_KEYS: u64 = 1 << 20;
+
+/// What can go wrong with users, groups and keys.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    /// A user or group name that `useradd` would refuse.
+    #[error("invalid {kind} name {name:?}")]
+    InvalidName {
+        /// `user` or `group`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// The uid asked for belongs to another user.
+    #[error("uid {0} is taken")]
+    UidTaken(u32),
+    /// Every id from 1000 to 59999 is used.
+    #[error("no free {0} between 1000 and 59999")]
+    NoFreeId(&'static str),
+    /// A file or directory could not be read or written (symlinks and FIFOs are refused).
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: impl Into<String>) -> impl FnOnce(std::io::Error) -> AccountsError {
+    let path = path.into();
+    move |source| AccountsError::Io { path, source }
+}
 
 /// One `/etc/passwd` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,9 +166,12 @@ impl Accounts {
     }
 
     /// Adds a group if missing; returns its gid.
-    pub fn ensure_group(&self, name: &str) -> Result<u32, String> {
+    pub fn ensure_group(&self, name: &str) -> Result<u32, AccountsError> {
         if !valid_name(name) {
-            return Err(format!("invalid group name {name:?}"));
+            return Err(AccountsError::InvalidName {
+                kind: "group",
+                name: name.to_owned(),
+            });
         }
         if let Some(g) = self.gid(name) {
             return Ok(g);
@@ -138,19 +179,19 @@ impl Accounts {
         let groups = self.groups();
         let gid = (1000..60000)
             .find(|g| !groups.iter().any(|x| x.1 == *g))
-            .ok_or("no free gid")?;
+            .ok_or(AccountsError::NoFreeId("gid"))?;
         let mut text = self.read("/etc/group");
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
         text.push_str(&format!("{name}:x:{gid}:\n"));
         self.write("/etc/group", &text, 0o644)
-            .map_err(|e| format!("/etc/group: {e}"))?;
+            .map_err(io_err("/etc/group"))?;
         Ok(gid)
     }
 
     /// Adds `user` to the member list of `group` (created if missing).
-    pub fn add_to_group(&self, user: &str, group: &str) -> Result<(), String> {
+    pub fn add_to_group(&self, user: &str, group: &str) -> Result<(), AccountsError> {
         self.ensure_group(group)?;
         let text = self.read("/etc/group");
         let mut out = String::new();
@@ -171,10 +212,12 @@ impl Accounts {
             out.push('\n');
         }
         self.write("/etc/group", &out, 0o644)
-            .map_err(|e| format!("/etc/group: {e}"))
+            .map_err(io_err("/etc/group"))
     }
 
     /// Creates a user (locked password) with a home directory, unless it exists. Returns it.
+    /// The home directory is created and handed to the user through descriptors opened without
+    /// following symlinks, so no path the user controls can redirect it.
     pub fn ensure_user(
         &self,
         name: &str,
@@ -183,20 +226,23 @@ impl Accounts {
         home: Option<&str>,
         shell: Option<&str>,
         gecos: Option<&str>,
-    ) -> Result<Account, String> {
+    ) -> Result<Account, AccountsError> {
         if !valid_name(name) {
-            return Err(format!("invalid user name {name:?}"));
+            return Err(AccountsError::InvalidName {
+                kind: "user",
+                name: name.to_owned(),
+            });
         }
         if let Some(a) = self.user(name) {
             return Ok(a);
         }
         let users = self.users();
         let uid = match uid {
-            Some(u) if users.iter().any(|a| a.uid == u) => return Err(format!("uid {u} is taken")),
+            Some(u) if users.iter().any(|a| a.uid == u) => return Err(AccountsError::UidTaken(u)),
             Some(u) => u,
             None => (1000..60000)
                 .find(|u| !users.iter().any(|a| a.uid == *u))
-                .ok_or("no free uid")?,
+                .ok_or(AccountsError::NoFreeId("uid"))?,
         };
         let gid = self.ensure_group(primary_group.unwrap_or(name))?;
         let home = home
@@ -212,18 +258,17 @@ impl Accounts {
             clean(shell)
         ));
         self.write("/etc/passwd", &passwd, 0o644)
-            .map_err(|e| format!("/etc/passwd: {e}"))?;
+            .map_err(io_err("/etc/passwd"))?;
         let mut shadow = self.read("/etc/shadow");
         shadow.push_str(&format!("{name}:!:0:0:99999:7:::\n"));
         self.write("/etc/shadow", &shadow, 0o600)
-            .map_err(|e| format!("/etc/shadow: {e}"))?;
+            .map_err(io_err("/etc/shadow"))?;
         let home_path = self.path(&home);
-        std::fs::create_dir_all(&home_path).map_err(|e| format!("{home}: {e}"))?;
-        let _ = nix::unistd::chown(
-            &home_path,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        );
+        let parts = components(&home_path.to_string_lossy());
+        if let Some((last, parents)) = parts.split_last() {
+            let parent = open_dirs(parents).map_err(io_err(home.clone()))?;
+            ensure_dir_at(&parent, last, 0o755, Some((uid, gid))).map_err(io_err(home.clone()))?;
+        }
         Ok(Account {
             name: name.into(),
             uid,
@@ -235,20 +280,31 @@ impl Accounts {
 
     /// Writes `~/.ssh/authorized_keys` of `account`: `replace` sets the file to `keys`, otherwise
     /// missing keys are appended. Directory 0700, file 0600, owned by the user.
+    ///
+    /// This runs as root on paths inside the user's home, which the user controls (and which
+    /// may persist on the state disk from an earlier boot): every step is an `openat` with
+    /// `O_NOFOLLOW` from the home directory down, ownership and modes are set on descriptors,
+    /// and the old file is read only if it is a regular file (never a symlink or a FIFO).
     pub fn authorize_keys(
         &self,
         account: &Account,
         keys: &[String],
         replace: bool,
-    ) -> Result<usize, String> {
-        let file = format!(
-            "{}/.ssh/authorized_keys",
-            account.home.trim_end_matches('/')
-        );
+    ) -> Result<usize, AccountsError> {
+        let home = account.home.trim_end_matches('/');
+        let ssh = format!("{home}/.ssh");
+        let file = format!("{ssh}/authorized_keys");
+        let owner = Some((account.uid, account.gid));
+        let home_dir =
+            open_dirs(&components(&self.path(home).to_string_lossy())).map_err(io_err(home))?;
+        let ssh_dir = ensure_dir_at(&home_dir, ".ssh", 0o700, owner).map_err(io_err(ssh))?;
         let existing = if replace {
             String::new()
         } else {
-            self.read(&file)
+            read_at(&ssh_dir, "authorized_keys", MAX_AUTHORIZED_KEYS)
+                .map_err(io_err(file.clone()))?
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
         };
         let mut lines: Vec<String> = existing.lines().map(str::to_owned).collect();
         let mut added = 0;
@@ -260,19 +316,9 @@ impl Accounts {
         }
         let mut text = lines.join("\n");
         text.push('\n');
-        let owner = Some((account.uid, account.gid));
-        let ssh_dir = self.path(&format!("{}/.ssh", account.home.trim_end_matches('/')));
-        std::fs::create_dir_all(&ssh_dir).map_err(|e| format!("{}: {e}", ssh_dir.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&ssh_dir, std::fs::Permissions::from_mode(0o700));
-        let _ = nix::unistd::chown(
+        write_at(
             &ssh_dir,
-            Some(nix::unistd::Uid::from_raw(account.uid)),
-            Some(nix::unistd::Gid::from_raw(account.gid)),
-        );
-        let full = self.path(&file);
-        write_file(
-            &components(&full.to_string_lossy()),
+            "authorized_keys",
             text.as_bytes(),
             WriteOpts {
                 mode: 0o600,
@@ -280,7 +326,7 @@ impl Accounts {
                 owner,
             },
         )
-        .map_err(|e| format!("{file}: {e}"))?;
+        .map_err(io_err(file))?;
         Ok(added)
     }
 }
@@ -350,5 +396,64 @@ mod tests {
         let text =
             std::fs::read_to_string(d.path().join("home/alice/.ssh/authorized_keys")).unwrap();
         assert_eq!(text, "ssh-ed25519 CCCC three\n");
+    }
+
+    #[test]
+    fn a_users_symlinks_are_never_followed_as_root() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let (d, a) = db();
+        let u = a
+            .ensure_user("mallory", None, None, None, None, None)
+            .unwrap();
+        let home = d.path().join("home/mallory");
+        // ~/.ssh pointing at a root-owned directory: refused, the directory untouched.
+        let target = d.path().join("etc-like");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&target, home.join(".ssh")).unwrap();
+        let e = a
+            .authorize_keys(&u, &["ssh-ed25519 AAAA k".into()], false)
+            .unwrap_err();
+        assert!(e.to_string().contains(".ssh"), "{e}");
+        let m = std::fs::metadata(&target).unwrap();
+        assert_eq!(
+            (m.uid(), m.mode() & 0o777),
+            (0, 0o755),
+            "the target was handed over"
+        );
+        assert!(!target.join("authorized_keys").exists());
+        // authorized_keys pointing at a secret: never read, the link replaced.
+        std::fs::remove_file(home.join(".ssh")).unwrap();
+        std::fs::create_dir(home.join(".ssh")).unwrap();
+        let secret = d.path().join("etc/shadow");
+        std::os::unix::fs::symlink(&secret, home.join(".ssh/authorized_keys")).unwrap();
+        let e = a
+            .authorize_keys(&u, &["ssh-ed25519 AAAA k".into()], false)
+            .unwrap_err();
+        assert!(e.to_string().contains("authorized_keys"), "{e}");
+        a.authorize_keys(&u, &["ssh-ed25519 AAAA k".into()], true)
+            .unwrap();
+        let keys = std::fs::read_to_string(home.join(".ssh/authorized_keys")).unwrap();
+        assert_eq!(keys, "ssh-ed25519 AAAA k\n");
+        assert!(
+            std::fs::read_to_string(&secret)
+                .unwrap()
+                .starts_with("root:")
+        );
+        let m = std::fs::symlink_metadata(home.join(".ssh/authorized_keys")).unwrap();
+        assert!(m.is_file() && m.uid() == u.uid && m.mode() & 0o777 == 0o600);
+        // A FIFO does not block the boot.
+        std::fs::remove_file(home.join(".ssh/authorized_keys")).unwrap();
+        nix::unistd::mkfifo(
+            &home.join(".ssh/authorized_keys"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        assert!(
+            a.authorize_keys(&u, &["ssh-ed25519 AAAA k".into()], false)
+                .is_err()
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
     }
 }

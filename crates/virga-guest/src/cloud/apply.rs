@@ -1,23 +1,24 @@
 //! Applying metadata: instance-id change detection, hostname, SSH keys of the default user,
 //! the random seed, injected files, and decoding user-data for the later stages.
 
+use std::time::Instant;
+
 use std::io::Write;
 
 use boot_contract::StageResult;
+use cloud_metadata::InstanceMetadata;
 use cloud_metadata::frequency::{InstanceChange, instance_change};
 use cloud_metadata::write_files::validate_path;
-use cloud_metadata::{CloudConfig, InstanceMetadata, parse_user_data};
 
 use super::accounts::Accounts;
-use super::fsutil::{WriteOpts, components, write_file};
-use super::{STATE_DIR, limits};
-use crate::init::Ctx;
+use crate::ctx::Ctx;
+use crate::fsutil::{WriteOpts, components, write_file};
 
 /// File recording the instance id of the last boot.
 pub const INSTANCE_ID_FILE: &str = "/var/lib/virga/instance-id";
 
 /// Stage `apply`.
-pub fn stage_apply(ctx: &Ctx) -> anyhow::Result<StageResult> {
+pub fn stage_apply(ctx: &Ctx, deadline: Instant) -> anyhow::Result<StageResult> {
     let Some(md) = ctx.cloud().md.clone() else {
         return Ok(StageResult::Skipped);
     };
@@ -31,14 +32,17 @@ pub fn stage_apply(ctx: &Ctx) -> anyhow::Result<StageResult> {
         }
     }
     ctx.cloud().new_instance = change != InstanceChange::Same;
-    if let Err(e) = std::fs::create_dir_all(STATE_DIR)
-        .and_then(|()| std::fs::write(INSTANCE_ID_FILE, format!("{}\n", md.instance_id)))
-    {
+    if let Err(e) = crate::fsutil::write_atomic(
+        INSTANCE_ID_FILE,
+        format!("{}\n", md.instance_id).as_bytes(),
+        0o644,
+        false,
+    ) {
         ctx.warn("apply", format!("{INSTANCE_ID_FILE}: {e}"));
     }
 
     if let Some(h) = md.short_hostname() {
-        match set_hostname(h, md.fqdn.as_deref()) {
+        match crate::hostname::set(h, md.fqdn.as_deref()) {
             Ok(()) => ctx.update(|s| s.hostname = h.to_owned()),
             Err(e) => ctx.error("apply", format!("hostname {h}: {e}")),
         }
@@ -82,64 +86,40 @@ pub fn stage_apply(ctx: &Ctx) -> anyhow::Result<StageResult> {
         }
     }
 
-    decode_user_data(ctx, &md);
+    decode_user_data(ctx, &md, deadline);
     super::publish(ctx);
     Ok(StageResult::Ok)
 }
 
-/// Sets the hostname (the short name, as CirrOS and cloud-init do) and `/etc/hosts`.
-pub fn set_hostname(short: &str, fqdn: Option<&str>) -> anyhow::Result<()> {
-    crate::init::hostname::apply(short)?;
-    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
-    match fqdn {
-        Some(f) if f != short => hosts.push_str(&format!("127.0.1.1\t{f} {short}\n")),
-        _ => hosts.push_str(&format!("127.0.1.1\t{short}\n")),
+/// Decodes vendor-data and user-data (gzip, MIME, cloud-config, `#include`) in the metadata
+/// worker, into the cloud state: user cloud-config is merged over vendor cloud-config.
+/// Problems are recorded; a worker that fails leaves no user-data to run.
+fn decode_user_data(ctx: &Ctx, md: &InstanceMetadata, deadline: Instant) {
+    if md.user_data.is_none() && md.vendor_data.is_none() {
+        return;
     }
-    write_file(
-        &components("/etc/hosts"),
-        hosts.as_bytes(),
-        WriteOpts::default(),
-    )?;
-    Ok(())
-}
-
-/// Decodes vendor-data and user-data (gzip, MIME, cloud-config) into the cloud state: user
-/// cloud-config is merged over vendor cloud-config. Problems become warnings.
-fn decode_user_data(ctx: &Ctx, md: &InstanceMetadata) {
-    let limits = limits();
-    let mut merged = CloudConfig::default();
-    if let Some(vd) = &md.vendor_data {
-        match parse_user_data(vd, &limits) {
-            Ok(ud) => merged.merge(CloudConfig::from_user_data(&ud, md.launch_index, &limits)),
-            Err(e) => ctx.warn("vendor-data", e.to_string()),
-        }
-    }
-    let mut user_data = None;
-    if let Some(raw) = &md.user_data {
-        match parse_user_data(raw, &limits) {
-            Ok(ud) => {
-                for w in &ud.warnings {
-                    ctx.warn("user-data", w.clone());
-                }
-                merged.merge(CloudConfig::from_user_data(&ud, md.launch_index, &limits));
-                user_data = Some(ud);
+    let job = super::worker::Job::Decode {
+        md: Box::new(md.clone()),
+    };
+    let decoded =
+        match super::worker::run_or_perform(job, deadline, &mut |w| ctx.warn("user-data", w)) {
+            Ok(super::worker::Outcome::Decoded(d)) => *d,
+            Ok(super::worker::Outcome::Detection(_)) => {
+                ctx.error("user-data", "the metadata worker answered another job");
+                return;
             }
-            Err(e) => ctx.error("user-data", format!("{e}; user-data ignored")),
-        }
+            Err(e) => {
+                ctx.error("user-data", format!("{e}; user-data ignored"));
+                return;
+            }
+        };
+    for (source, w) in &decoded.warnings {
+        ctx.warn(source, w.clone());
     }
-    for w in &merged.warnings {
-        ctx.warn("cloud-config", w.clone());
-    }
-    if !merged.unknown_keys.is_empty() {
-        ctx.warn(
-            "cloud-config",
-            format!(
-                "unsupported keys ignored: {}",
-                merged.unknown_keys.join(", ")
-            ),
-        );
+    for (source, e) in &decoded.errors {
+        ctx.error(source, e.clone());
     }
     let mut c = ctx.cloud();
-    c.user_data = user_data;
-    c.cloud_config = merged;
+    c.user_data = decoded.user_data;
+    c.cloud_config = decoded.cloud_config;
 }

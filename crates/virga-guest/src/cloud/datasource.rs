@@ -18,16 +18,52 @@ use cloud_metadata::{Datasource, InstanceMetadata, Limits, MetadataError};
 
 use super::blockdev::{self, Labelled, Mounted};
 
-/// The metadata service address (EC2 and OpenStack).
-pub const METADATA_URL: &str = "http://169.254.169.254";
 /// Seed directories NoCloud reads, as cloud-init does.
 pub const SEED_DIRS: &[&str] = &[
     "/var/lib/cloud/seed/nocloud",
     "/var/lib/cloud/seed/nocloud-net",
 ];
 
+/// Why a datasource that is present could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The NoCloud seed string on the command line (`ds=nocloud;…`) is malformed.
+    #[error("kernel command line: {0}")]
+    Seed(#[source] MetadataError),
+    /// A seed disk or config drive could not be mounted.
+    #[error("mount {device}: {source}")]
+    Mount {
+        /// The device.
+        device: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The medium or service answered, but not with usable metadata.
+    #[error("{location}: {source}")]
+    Read {
+        /// The device, directory or URL.
+        location: String,
+        /// Why.
+        #[source]
+        source: MetadataError,
+    },
+    /// The service did not answer in time.
+    #[error("{source} (gave up after {attempts} attempts)")]
+    GaveUp {
+        /// The last failure.
+        #[source]
+        source: MetadataError,
+        /// How many tries.
+        attempts: u32,
+    },
+    /// `ds=nocloud-net;s=https://…`.
+    #[error("https seeds are not supported (no TLS in the guest)")]
+    Https,
+}
+
 /// A datasource that answered.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Found {
     /// What it said.
     pub md: InstanceMetadata,
@@ -36,7 +72,7 @@ pub struct Found {
 }
 
 /// The outcome of trying a list of datasources.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Detection {
     /// The first that answered.
     pub found: Option<Found>,
@@ -71,18 +107,20 @@ pub fn parse_order(names: &[String]) -> (Vec<Datasource>, Vec<String>) {
     (order, unknown)
 }
 
-/// Tries the local datasources of `order`, in order, on these labelled devices.
+/// Tries the local datasources of `order`, in order, on these labelled devices. `platform_id`
+/// (the DMI product UUID) backs a missing instance id.
 pub fn detect_local(
     order: &[Datasource],
     cmdline: &str,
     devices: &[Labelled],
     limits: &Limits,
+    platform_id: Option<&str>,
 ) -> Detection {
     let mut det = Detection::default();
     for ds in order.iter().copied().filter(|d| is_local(*d)) {
         let result = match ds {
-            Datasource::NoCloud => nocloud_local(cmdline, devices, limits),
-            Datasource::ConfigDrive => config_drive(devices, limits),
+            Datasource::NoCloud => nocloud_local(cmdline, devices, limits, platform_id),
+            Datasource::ConfigDrive => config_drive(devices, limits, platform_id),
             _ => Ok(None),
         };
         if record(&mut det, ds, result) {
@@ -99,6 +137,7 @@ pub fn detect_network(
     limits: &Limits,
     deadline: Duration,
     metadata_url: &str,
+    platform_id: Option<&str>,
 ) -> Detection {
     let mut det = Detection::default();
     let start = Instant::now();
@@ -115,11 +154,12 @@ pub fn detect_network(
             Datasource::Openstack => {
                 let config = OpenstackConfig {
                     limits: *limits,
+                    platform_id: platform_id.map(str::to_owned),
                     ..OpenstackConfig::metadata_service()
                 };
                 with_retries(left, || OpenstackCrawler::new(config.clone()), metadata_url).map(Some)
             }
-            Datasource::NoCloudNet => nocloud_net(cmdline, limits, left),
+            Datasource::NoCloudNet => nocloud_net(cmdline, limits, left, platform_id),
             Datasource::None => Ok(Some(Found {
                 md: InstanceMetadata::none(),
                 source: "built-in".into(),
@@ -146,7 +186,7 @@ pub fn detect_network(
     det
 }
 
-fn record(det: &mut Detection, ds: Datasource, result: Result<Option<Found>, String>) -> bool {
+fn record(det: &mut Detection, ds: Datasource, result: Result<Option<Found>, SourceError>) -> bool {
     match result {
         Ok(Some(found)) => {
             det.tried.push(format!("{ds}: found at {}", found.source));
@@ -171,7 +211,7 @@ fn with_retries<C: Crawler>(
     deadline: Duration,
     mut crawler: impl FnMut() -> C,
     base: &str,
-) -> Result<Found, String> {
+) -> Result<Found, SourceError> {
     let policy = Backoff {
         deadline,
         attempt_timeout: Duration::from_secs(5),
@@ -197,10 +237,18 @@ fn with_retries<C: Crawler>(
                     std::thread::sleep(d);
                 }
                 Retry::GiveUp => {
-                    return Err(format!("{e} (gave up after {} attempts)", state.attempts()));
+                    return Err(SourceError::GaveUp {
+                        source: e,
+                        attempts: state.attempts(),
+                    });
                 }
             },
-            Err(e) => return Err(e.to_string()),
+            Err(e) => {
+                return Err(SourceError::Read {
+                    location: base.to_owned(),
+                    source: e,
+                });
+            }
         }
     }
 }
@@ -236,8 +284,13 @@ fn nocloud_local(
     cmdline: &str,
     devices: &[Labelled],
     limits: &Limits,
-) -> Result<Option<Found>, String> {
-    let seed = NoCloudSeed::from_cmdline(cmdline).map_err(|e| e.to_string())?;
+    platform_id: Option<&str>,
+) -> Result<Option<Found>, SourceError> {
+    let crawler = |c| {
+        NoCloudCrawler::new(Datasource::NoCloud, *limits, c)
+            .with_platform_id(platform_id.map(str::to_owned))
+    };
+    let seed = NoCloudSeed::from_cmdline(cmdline).map_err(SourceError::Seed)?;
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(s) = &seed
         && s.mode == SeedMode::Local
@@ -253,10 +306,10 @@ fn nocloud_local(
         md
     };
     if let Some(dir) = dirs.iter().find(|d| d.join("meta-data").is_file()) {
-        let md = read_tree(dir, |c| {
-            NoCloudCrawler::new(Datasource::NoCloud, *limits, c)
-        })
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let md = read_tree(dir, crawler).map_err(|source| SourceError::Read {
+            location: dir.display().to_string(),
+            source,
+        })?;
         return Ok(Some(Found {
             md: apply_seed(md),
             source: dir.display().to_string(),
@@ -265,12 +318,15 @@ fn nocloud_local(
     let mut last_error = None;
     for dev in blockdev::with_label(devices, &["cidata"]) {
         let attempt = Mounted::read_only(dev, Path::new("/run/virga/mnt/cidata"))
-            .map_err(|e| format!("mount {}: {e}", dev.device.display()))
+            .map_err(|source| SourceError::Mount {
+                device: dev.device.display().to_string(),
+                source,
+            })
             .and_then(|mnt| {
-                read_tree(&mnt.path, |c| {
-                    NoCloudCrawler::new(Datasource::NoCloud, *limits, c)
+                read_tree(&mnt.path, crawler).map_err(|source| SourceError::Read {
+                    location: format!("{} ({})", dev.device.display(), dev.fstype),
+                    source,
                 })
-                .map_err(|e| format!("{} ({}): {e}", dev.device.display(), dev.fstype))
             });
         match attempt {
             Ok(md) => {
@@ -293,42 +349,57 @@ fn nocloud_net(
     cmdline: &str,
     limits: &Limits,
     deadline: Duration,
-) -> Result<Option<Found>, String> {
-    let Some(seed) = NoCloudSeed::from_cmdline(cmdline).map_err(|e| e.to_string())? else {
+    platform_id: Option<&str>,
+) -> Result<Option<Found>, SourceError> {
+    let Some(seed) = NoCloudSeed::from_cmdline(cmdline).map_err(SourceError::Seed)? else {
         return Ok(None);
     };
     let Some(url) = seed.seedfrom.clone().filter(|u| u.starts_with("http://")) else {
         return match seed.seedfrom {
-            Some(u) if u.starts_with("https://") => {
-                Err("https seeds are not supported (no TLS in the guest)".into())
-            }
+            Some(u) if u.starts_with("https://") => Err(SourceError::Https),
             _ => Ok(None),
         };
     };
     let mut found = with_retries(
         deadline,
-        || NoCloudCrawler::new(Datasource::NoCloudNet, *limits, Duration::from_secs(5)),
+        || {
+            NoCloudCrawler::new(Datasource::NoCloudNet, *limits, Duration::from_secs(5))
+                .with_platform_id(platform_id.map(str::to_owned))
+        },
         &url,
     )?;
     seed.apply_overrides(&mut found.md);
     Ok(Some(found))
 }
 
-fn config_drive(devices: &[Labelled], limits: &Limits) -> Result<Option<Found>, String> {
+fn config_drive(
+    devices: &[Labelled],
+    limits: &Limits,
+    platform_id: Option<&str>,
+) -> Result<Option<Found>, SourceError> {
     let Some(dev) = blockdev::with_label(devices, &["config-2"])
         .into_iter()
         .next()
     else {
         return Ok(None);
     };
-    let mnt = Mounted::read_only(dev, Path::new("/run/virga/mnt/config-2"))
-        .map_err(|e| format!("mount {}: {e}", dev.device.display()))?;
+    let mnt = Mounted::read_only(dev, Path::new("/run/virga/mnt/config-2")).map_err(|source| {
+        SourceError::Mount {
+            device: dev.device.display().to_string(),
+            source,
+        }
+    })?;
     let config = OpenstackConfig {
         limits: *limits,
+        platform_id: platform_id.map(str::to_owned),
         ..OpenstackConfig::config_drive()
     };
-    let md = read_tree(&mnt.path, |_| OpenstackCrawler::new(config.clone()))
-        .map_err(|e| format!("{} ({}): {e}", dev.device.display(), dev.fstype))?;
+    let md = read_tree(&mnt.path, |_| OpenstackCrawler::new(config.clone())).map_err(|source| {
+        SourceError::Read {
+            location: format!("{} ({})", dev.device.display(), dev.fstype),
+            source,
+        }
+    })?;
     Ok(Some(Found {
         md,
         source: format!("{} ({} {})", dev.device.display(), dev.fstype, dev.label),

@@ -3,57 +3,34 @@
 
 use std::time::{Duration, Instant};
 
-use boot_contract::cmdline::DATASOURCES;
+use boot_contract::cmdline::StateMode;
 use boot_contract::{DatasourceStatus, StageResult};
-use cloud_metadata::{CloudConfig, Datasource, InstanceMetadata, Limits, UserData};
+use cloud_metadata::{Datasource, Limits};
 
-use crate::init::Ctx;
+use crate::ctx::Ctx;
 use crate::init::modules::{self, Class};
 
 pub mod accounts;
 pub mod apply;
 pub mod blockdev;
 pub mod datasource;
-pub mod fsutil;
 pub mod http;
 pub mod per;
+pub mod platform;
 pub mod userdata;
+pub mod worker;
 
 /// Where the state disk is mounted (and where state lives without one).
 pub const STATE_DIR: &str = "/var/lib/virga";
 /// The state disk's label.
 pub const STATE_LABEL: &str = "virga-state";
-/// Where the datasource's answer is kept for `virga query`.
-pub const DATASOURCE_JSON: &str = "/run/virga/datasource.json";
+use crate::ctx::DATASOURCE_JSON;
 
-/// What the cloud stages learn and hand to each other.
-#[derive(Debug, Default)]
-pub struct CloudState {
-    /// The datasource's answer.
-    pub md: Option<InstanceMetadata>,
-    /// Where it came from.
-    pub source: String,
-    /// Datasources tried.
-    pub tried: Vec<String>,
-    /// Whether the instance id changed since the last boot.
-    pub new_instance: bool,
-    /// Time spent in detection.
-    pub detect_ms: f64,
-    /// Decoded user-data.
-    pub user_data: Option<UserData>,
-    /// Merged cloud-config (user-data, after vendor-data).
-    pub cloud_config: CloudConfig,
-    /// Whether the local pass found nothing and the network pass should run.
-    pub need_network_ds: bool,
-    /// Labelled block devices, scanned once at boot (by the `state` stage).
-    pub devices: Option<Vec<blockdev::Labelled>>,
-}
-
-/// The labelled block devices: scanned once per boot (reading 64 KiB of each device), then
-/// reused by every stage that looks for a label.
-pub fn devices(ctx: &Ctx) -> Vec<blockdev::Labelled> {
-    let mut c = ctx.cloud();
-    c.devices.get_or_insert_with(blockdev::scan).clone()
+/// The labelled block devices: scanned once per boot (reading 64 KiB of each device) by the
+/// first stage that needs them, then reused.
+pub fn devices() -> Vec<blockdev::Labelled> {
+    static SCANNED: std::sync::OnceLock<Vec<blockdev::Labelled>> = std::sync::OnceLock::new();
+    SCANNED.get_or_init(blockdev::scan).clone()
 }
 
 /// Size and depth limits for everything the datasources deliver.
@@ -61,22 +38,29 @@ pub fn limits() -> Limits {
     Limits::default()
 }
 
-/// The datasource order: `virga.ds=` on the command line, else the image's list. Unknown
-/// names are warned about.
+/// The datasource order: `virga.ds=` on the command line as given, else the image's list
+/// without the metadata services this platform does not have (see [`platform`]). Unknown names
+/// are warned about; the services left out are noted in what was tried.
 pub fn order(ctx: &Ctx) -> Vec<Datasource> {
     let (order, unknown) = parse_order(ctx);
     for u in unknown {
         ctx.warn("datasource", u);
     }
-    order
+    if ctx.params.datasources.is_some() {
+        return order;
+    }
+    let (kept, skipped) = platform::get().identity.filter(&order);
+    ctx.cloud().tried.extend(skipped);
+    kept
 }
 
 fn parse_order(ctx: &Ctx) -> (Vec<Datasource>, Vec<String>) {
-    let names: Vec<String> = match ctx.cmd().get(DATASOURCES) {
-        Some(v) => vec![v.to_owned()],
-        None => ctx.image.datasources.clone(),
-    };
-    datasource::parse_order(&names)
+    let names = ctx
+        .params
+        .datasources
+        .as_ref()
+        .unwrap_or(&ctx.image.datasources);
+    datasource::parse_order(names)
 }
 
 /// Waits for the drivers that block devices (and, with `fs`, the filesystems on them) need,
@@ -98,7 +82,7 @@ fn disk_drivers(fs: bool) -> Vec<Class> {
 }
 
 fn wants_state_disk(ctx: &Ctx) -> bool {
-    ctx.cmd().get(boot_contract::cmdline::STATE) != Some("none")
+    ctx.params.state != StateMode::None
 }
 
 /// The driver classes this boot's stages will wait for, so that they can load from the start:
@@ -117,20 +101,13 @@ pub fn drivers_needed(ctx: &Ctx) -> Vec<Class> {
 }
 
 /// Stage `state`: mounts the ext4 disk labelled `virga-state` on `/var/lib/virga`.
-pub fn stage_state(ctx: &Ctx) -> anyhow::Result<StageResult> {
-    match ctx.cmd().get(boot_contract::cmdline::STATE) {
-        None | Some("auto") => {}
-        Some("none") => {
-            tracing::info!("no persistent state (virga.state=none)");
-            return Ok(StageResult::Skipped);
-        }
-        Some(other) => ctx.warn(
-            "state",
-            format!("virga.state={other} is not auto or none; looking for the disk (auto)"),
-        ),
+pub fn stage_state(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
+    if !wants_state_disk(ctx) {
+        tracing::info!("no persistent state (virga.state=none)");
+        return Ok(StageResult::Skipped);
     }
     wait_for_disks(ctx, "state", false);
-    let devices = devices(ctx);
+    let devices = devices();
     let Some(dev) = devices.iter().find(|d| d.label == STATE_LABEL) else {
         return Ok(StageResult::Skipped);
     };
@@ -159,75 +136,119 @@ pub fn stage_state(ctx: &Ctx) -> anyhow::Result<StageResult> {
     Ok(StageResult::Ok)
 }
 
-/// Stage `datasource-local`: seed disks, seed directories and config drives.
-pub fn stage_local(ctx: &Ctx) -> anyhow::Result<StageResult> {
+/// Stage `datasource-local`: seed disks, seed directories and config drives, read by the
+/// metadata worker.
+pub fn stage_local(ctx: &Ctx, deadline: Instant) -> anyhow::Result<StageResult> {
     let order = order(ctx);
     let t = Instant::now();
-    let devices = if order.iter().any(|d| datasource::is_local(*d)) {
+    if order.iter().any(|d| datasource::is_local(*d)) {
         wait_for_disks(ctx, "datasource-local", true);
-        devices(ctx)
     } else {
-        Vec::new()
+        return skip_to_network(ctx, &order);
+    }
+    let job = worker::Job::Local {
+        order: order.clone(),
+        cmdline: ctx.cmdline.clone(),
+        platform_id: platform::get().platform_id.clone(),
     };
-    let det = datasource::detect_local(&order, &ctx.cmdline, &devices, &limits());
-    for p in &det.problems {
-        ctx.warn("datasource", p.clone());
-    }
-    let found = det.found.is_some();
-    let wants_network = order.iter().any(|d| !datasource::is_local(*d));
-    {
-        let mut c = ctx.cloud();
-        c.tried.extend(det.tried);
-        c.detect_ms += t.elapsed().as_secs_f64() * 1000.0;
-        if let Some(f) = det.found {
-            c.md = Some(f.md);
-            c.source = f.source;
-        } else {
-            c.need_network_ds = wants_network;
-        }
-    }
+    let det = detection(ctx, job, deadline);
+    let found = record_detection(ctx, det, t);
     if found {
         publish(ctx);
         Ok(StageResult::Ok)
     } else {
-        Ok(StageResult::Skipped)
+        skip_to_network(ctx, &order)
     }
 }
 
-/// Stage `datasource-net`: the metadata services, when no local source answered.
-pub fn stage_network(ctx: &Ctx) -> anyhow::Result<StageResult> {
-    if !ctx.cloud().need_network_ds {
-        return Ok(StageResult::Skipped);
+fn skip_to_network(ctx: &Ctx, order: &[Datasource]) -> anyhow::Result<StageResult> {
+    ctx.cloud().need_network_ds = order.iter().any(|d| !datasource::is_local(*d));
+    Ok(StageResult::Skipped)
+}
+
+/// Runs a detection job in the worker; a worker that fails is an error of the stage, and
+/// nothing it read is used.
+fn detection(ctx: &Ctx, job: worker::Job, deadline: Instant) -> datasource::Detection {
+    match worker::run_or_perform(job, deadline, &mut |w| ctx.warn("datasource", w)) {
+        Ok(worker::Outcome::Detection(d)) => *d,
+        Ok(worker::Outcome::Decoded(_)) => {
+            ctx.error("datasource", "the metadata worker answered another job");
+            datasource::Detection::default()
+        }
+        Err(e) => {
+            ctx.error("datasource", e.to_string());
+            datasource::Detection::default()
+        }
     }
-    // `datasource-local` has warned about unknown names already.
-    let order = parse_order(ctx).0;
-    let deadline = ctx
-        .cmd()
-        .get("virga.ds_timeout")
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(60));
-    let url = ctx
-        .cmd()
-        .get("virga.metadata_url")
-        .unwrap_or(datasource::METADATA_URL)
-        .to_owned();
-    let t = Instant::now();
-    let det = datasource::detect_network(&order, &ctx.cmdline, &limits(), deadline, &url);
+}
+
+/// Records what a detection found; its problems (and the metadata's own, file by file and
+/// field by field) become warnings, once.
+fn record_detection(ctx: &Ctx, det: datasource::Detection, t: Instant) -> bool {
     for p in &det.problems {
         ctx.warn("datasource", p.clone());
     }
-    let mut result = StageResult::Skipped;
-    {
-        let mut c = ctx.cloud();
-        c.tried.extend(det.tried);
-        c.detect_ms += t.elapsed().as_secs_f64() * 1000.0;
-        if let Some(f) = det.found {
-            c.md = Some(f.md);
-            c.source = f.source;
-            result = StageResult::Ok;
+    if let Some(f) = &det.found {
+        for p in &f.md.problems {
+            ctx.warn("datasource", p.to_string());
         }
     }
+    let mut c = ctx.cloud();
+    c.tried.extend(det.tried);
+    c.detect_ms += t.elapsed().as_secs_f64() * 1000.0;
+    match det.found {
+        Some(f) => {
+            c.md = Some(f.md);
+            c.source = f.source;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Stage `datasource-net`: the metadata services, when no local source answered. Without a
+/// configured network only `none` is left: nothing is probed, nothing is waited for.
+pub fn stage_network(ctx: &Ctx, stage_deadline: Instant) -> anyhow::Result<StageResult> {
+    if !ctx.cloud().need_network_ds {
+        return Ok(StageResult::Skipped);
+    }
+    // `datasource-local` has warned about unknown names and noted skipped services already.
+    let mut order = {
+        let (order, _) = parse_order(ctx);
+        if ctx.params.datasources.is_some() {
+            order
+        } else {
+            platform::get().identity.filter(&order).0
+        }
+    };
+    if !ctx.cloud().network_up {
+        let needs_net: Vec<Datasource> = order
+            .iter()
+            .copied()
+            .filter(|d| !datasource::is_local(*d) && *d != Datasource::None)
+            .collect();
+        let mut c = ctx.cloud();
+        for d in needs_net {
+            c.tried
+                .push(format!("{d}: not probed, no network is configured"));
+        }
+        drop(c);
+        order.retain(|d| *d == Datasource::None);
+    }
+    let t = Instant::now();
+    let job = worker::Job::Network {
+        order,
+        cmdline: ctx.cmdline.clone(),
+        platform_id: platform::get().platform_id.clone(),
+        deadline_ms: u64::try_from(ctx.params.ds_timeout().as_millis()).unwrap_or(u64::MAX),
+        url: ctx.params.metadata_url().to_owned(),
+    };
+    let det = detection(ctx, job, stage_deadline);
+    let result = if record_detection(ctx, det, t) {
+        StageResult::Ok
+    } else {
+        StageResult::Skipped
+    };
     publish(ctx);
     Ok(result)
 }
@@ -246,32 +267,11 @@ pub fn publish(ctx: &Ctx) {
         tried: c.tried.clone(),
         ms: c.detect_ms,
     };
-    for w in &md.warnings {
-        ctx.warn("datasource", w.clone());
-    }
-    if let Ok(json) = serde_json::to_string_pretty(md) {
-        let _ = std::fs::create_dir_all("/run/virga");
-        let _ = fsutil::write_file(
-            &fsutil::components(DATASOURCE_JSON),
-            json.as_bytes(),
-            fsutil::WriteOpts {
-                mode: 0o600,
-                ..Default::default()
-            },
-        );
+    if let Ok(json) = serde_json::to_string_pretty(md)
+        && let Err(e) = crate::fsutil::write_atomic(DATASOURCE_JSON, json.as_bytes(), 0o600, false)
+    {
+        tracing::warn!("{DATASOURCE_JSON}: {e}");
     }
     drop(c);
     ctx.update(|s| s.datasource = Some(status));
-}
-
-/// Reads the datasource's answer saved at boot (for the applets).
-pub fn saved_metadata() -> Result<InstanceMetadata, String> {
-    let text = std::fs::read_to_string(DATASOURCE_JSON)
-        .map_err(|e| format!("{DATASOURCE_JSON}: {e} (no datasource found at boot?)"))?;
-    serde_json::from_str(&text).map_err(|e| format!("{DATASOURCE_JSON}: {e}"))
-}
-
-/// Whether `/var/lib/virga` is the state disk (as the `state` stage recorded it).
-pub fn persistent(ctx: &Ctx) -> bool {
-    ctx.status().persistent_state
 }

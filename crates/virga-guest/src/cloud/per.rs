@@ -9,6 +9,23 @@ use std::path::PathBuf;
 
 use cloud_metadata::frequency::{Decision, Frequency, RunContext, decide, semaphore_dir};
 
+/// Why a frequency could not be decided or recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum PerError {
+    /// A name that cannot be a marker (path separators, `..`).
+    #[error(transparent)]
+    Name(#[from] cloud_metadata::MetadataError),
+    /// The marker could not be written.
+    #[error("{}: {source}", path.display())]
+    Marker {
+        /// The marker file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Where markers are kept and which instance/boot they belong to.
 #[derive(Debug, Clone)]
 pub struct Semaphores {
@@ -47,21 +64,22 @@ impl Semaphores {
         freq: Frequency,
         name: &str,
         f: impl FnOnce() -> T,
-    ) -> Result<Option<T>, String> {
+    ) -> Result<Option<T>, PerError> {
         let ctx = RunContext {
             instance_id: &self.instance_id,
             boot_id: &self.boot_id,
         };
-        let decision =
-            decide(freq, name, &ctx, |m| self.dir.join(m).exists()).map_err(|e| e.to_string())?;
+        let decision = decide(freq, name, &ctx, |m| self.dir.join(m).exists())?;
         match decision {
             Decision::Skip { .. } => Ok(None),
             Decision::Run { marker } => {
                 let out = f();
                 if let Some(m) = marker {
-                    std::fs::create_dir_all(&self.dir)
-                        .map_err(|e| format!("{}: {e}", self.dir.display()))?;
-                    std::fs::write(self.dir.join(&m), b"").map_err(|e| format!("{m}: {e}"))?;
+                    // Durable: a marker lost to a power cut would run a per-instance script
+                    // twice.
+                    let path = self.dir.join(&m);
+                    crate::fsutil::write_atomic(&path.to_string_lossy(), b"", 0o600, false)
+                        .map_err(|source| PerError::Marker { path, source })?;
                 }
                 Ok(Some(out))
             }

@@ -7,8 +7,8 @@
 //! `final_message` (every boot); `power_state` (once per instance) is scheduled after ready.
 
 use std::path::Path;
-use std::process::{Command as Proc, Stdio};
-use std::time::Duration;
+use std::process::{Command as Proc, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use boot_contract::{StageResult, UserDataStatus};
 use cloud_metadata::cloud_config::{Command, PowerCondition, PowerMode, User};
@@ -16,20 +16,71 @@ use cloud_metadata::frequency::Frequency;
 use cloud_metadata::user_data::PartKind;
 use cloud_metadata::write_files::plan;
 
-use super::accounts::Accounts;
-use super::fsutil::{WriteOpts, write_file};
+use super::accounts::{Accounts, AccountsError};
 use super::per::Semaphores;
-use super::{STATE_DIR, limits, persistent};
-use crate::init::Ctx;
+use super::{STATE_DIR, limits};
+use crate::ctx::Ctx;
+use crate::fsutil::{WriteOpts, write_file};
 use crate::init::shutdown::Action;
 
-/// How long one script or command list may run.
+/// How long one script or command list may run at most; it also ends with its stage's
+/// deadline, whichever comes first.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why a user-data module, script or command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The program could not be started.
+    #[error("cannot run: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// It ran and failed.
+    #[error("exited with {0}")]
+    Exit(ExitStatus),
+    /// Its time was up: it was killed with its whole process group.
+    #[error("killed after {0} s with its process group (time was up)")]
+    Timeout(u64),
+    /// Waiting for it failed.
+    #[error("wait: {0}")]
+    Wait(#[source] std::io::Error),
+    /// The stage's deadline had passed before it could start.
+    #[error("not started: the stage's time was up")]
+    NoTime,
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A shell command in an image without a shell.
+    #[error("no /bin/sh in this image (minimal profile): only argument-list commands can run")]
+    NoShell,
+    /// Users and groups.
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
+    /// write_files: an owner that does not exist.
+    #[error("unknown owner {0}")]
+    UnknownOwner(String),
+    /// write_files: a group that does not exist.
+    #[error("unknown group {0}")]
+    UnknownGroup(String),
+    /// A write_files entry the metadata rules refuse.
+    #[error(transparent)]
+    Plan(#[from] cloud_metadata::MetadataError),
+    /// Several entries failed (write_files, users): one message each.
+    #[error("{}", .0.join("; "))]
+    Several(Vec<String>),
+    /// The power_state condition was false.
+    #[error("condition is false; not changing power state")]
+    ConditionFalse,
+}
 
 fn semaphores(ctx: &Ctx) -> Option<Semaphores> {
     let c = ctx.cloud();
     c.md.as_ref()
-        .map(|md| Semaphores::new(persistent(ctx), &md.instance_id))
+        .map(|md| Semaphores::new(ctx.persistent(), &md.instance_id))
 }
 
 fn action(ctx: &Ctx, text: String) {
@@ -48,7 +99,7 @@ fn at(
     sem: &Semaphores,
     freq: Frequency,
     name: &str,
-    f: impl FnOnce() -> Result<(), String>,
+    f: impl FnOnce() -> Result<(), RunError>,
 ) {
     match sem.run(freq, name, f) {
         Ok(None) => action(
@@ -65,7 +116,7 @@ fn at(
 }
 
 /// Stage `user-data-early`.
-pub fn stage_early(ctx: &Ctx) -> anyhow::Result<StageResult> {
+pub fn stage_early(ctx: &Ctx, deadline: Instant) -> anyhow::Result<StageResult> {
     let Some(sem) = semaphores(ctx) else {
         return Ok(StageResult::Skipped);
     };
@@ -98,14 +149,14 @@ pub fn stage_early(ctx: &Ctx) -> anyhow::Result<StageResult> {
             .hostname
             .clone()
             .or_else(|| fqdn.clone())
-            .map(|h| h.split('.').next().unwrap_or_default().to_owned())
+            .map(|h| crate::hostname::short(&h).to_owned())
             .unwrap_or_default();
         let name = if cc.prefer_fqdn_over_hostname == Some(true) {
             fqdn.clone().unwrap_or(short.clone())
         } else {
             short.clone()
         };
-        match super::apply::set_hostname(&name, fqdn.as_deref()) {
+        match crate::hostname::set(&name, fqdn.as_deref()) {
             Ok(()) => {
                 ctx.update(|s| s.hostname = name.clone());
                 action(ctx, format!("set_hostname: ran ({name})"));
@@ -114,10 +165,17 @@ pub fn stage_early(ctx: &Ctx) -> anyhow::Result<StageResult> {
         }
     }
 
+    // cloud-init gives bootcmd the instance id in its environment.
+    let instance_id = ctx.cloud().md.as_ref().map(|m| m.instance_id.clone());
+    let env: Vec<(&str, &str)> = instance_id
+        .as_deref()
+        .map(|id| ("INSTANCE_ID", id))
+        .into_iter()
+        .collect();
     for (i, c) in cc.bootcmd.iter().enumerate() {
         let name = format!("bootcmd.{i}");
         at(ctx, &sem, Frequency::Always, &name, || {
-            run_commands(std::slice::from_ref(c))
+            run_commands(std::slice::from_ref(c), &env, deadline)
         });
     }
     let boothooks: Vec<Vec<u8>> = {
@@ -135,7 +193,7 @@ pub fn stage_early(ctx: &Ctx) -> anyhow::Result<StageResult> {
         let name = format!("boothook.{i:03}");
         let body = strip_first_line_if(hook, "#cloud-boothook");
         at(ctx, &sem, Frequency::Always, &name, || {
-            run_script(&name, &body)
+            run_script(&name, &body, deadline)
         });
     }
 
@@ -198,7 +256,7 @@ pub fn stage_early(ctx: &Ctx) -> anyhow::Result<StageResult> {
 }
 
 /// Stage `user-data`: scripts, runcmd, deferred files, final message; schedules power_state.
-pub fn stage_late(ctx: &Ctx) -> anyhow::Result<StageResult> {
+pub fn stage_late(ctx: &Ctx, deadline: Instant) -> anyhow::Result<StageResult> {
     let Some(sem) = semaphores(ctx) else {
         return Ok(StageResult::Skipped);
     };
@@ -221,12 +279,12 @@ pub fn stage_late(ctx: &Ctx) -> anyhow::Result<StageResult> {
     for (i, s) in scripts.iter().enumerate() {
         let name = format!("scripts-user.part-{i:03}");
         at(ctx, &sem, Frequency::PerInstance, &name, || {
-            run_script(&name, s)
+            run_script(&name, s, deadline)
         });
     }
     if !cc.runcmd.is_empty() {
         at(ctx, &sem, Frequency::PerInstance, "runcmd", || {
-            run_commands(&cc.runcmd)
+            run_commands(&cc.runcmd, &[], deadline)
         });
     }
     if let Some(msg) = &cc.final_message {
@@ -239,17 +297,19 @@ pub fn stage_late(ctx: &Ctx) -> anyhow::Result<StageResult> {
             let go = match &ps.condition {
                 PowerCondition::Always => true,
                 PowerCondition::Never => false,
-                PowerCondition::Command(c) => run_commands(std::slice::from_ref(c)).is_ok(),
+                PowerCondition::Command(c) => {
+                    run_commands(std::slice::from_ref(c), &[], deadline).is_ok()
+                }
             };
             if !go {
-                return Err("condition is false; not changing power state".into());
+                return Err(RunError::ConditionFalse);
             }
             let act = match ps.mode {
                 PowerMode::Poweroff => Action::Poweroff,
                 PowerMode::Reboot => Action::Reboot,
                 PowerMode::Halt => Action::Halt,
             };
-            crate::init::schedule_power(
+            crate::init::shutdown::schedule(
                 act,
                 Duration::from_secs(u64::from(ps.delay_minutes) * 60),
                 ps.message.clone(),
@@ -278,7 +338,7 @@ fn write_files(ctx: &Ctx, sem: &Semaphores, cc: &cloud_metadata::CloudConfig, de
     at(ctx, sem, Frequency::PerInstance, name, || {
         let mut failures = Vec::new();
         for f in files {
-            let r = plan(f, &limits()).map_err(|e| e.to_string()).and_then(|p| {
+            let r = plan(f, &limits()).map_err(RunError::from).and_then(|p| {
                 let owner = owner_ids(&accounts, &p.owner, p.group.as_deref())?;
                 write_file(
                     &p.components,
@@ -289,7 +349,10 @@ fn write_files(ctx: &Ctx, sem: &Semaphores, cc: &cloud_metadata::CloudConfig, de
                         owner: Some(owner),
                     },
                 )
-                .map_err(|e| format!("{}: {e}", p.path))
+                .map_err(|source| RunError::Write {
+                    path: p.path.clone(),
+                    source,
+                })
             });
             if let Err(e) = r {
                 failures.push(format!("{}: {e}", f.path));
@@ -298,12 +361,16 @@ fn write_files(ctx: &Ctx, sem: &Semaphores, cc: &cloud_metadata::CloudConfig, de
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(failures.join("; "))
+            Err(RunError::Several(failures))
         }
     });
 }
 
-fn owner_ids(accounts: &Accounts, owner: &str, group: Option<&str>) -> Result<(u32, u32), String> {
+fn owner_ids(
+    accounts: &Accounts,
+    owner: &str,
+    group: Option<&str>,
+) -> Result<(u32, u32), RunError> {
     let (user, group) = match (owner.split_once(':'), group) {
         (Some((u, g)), _) => (u, Some(g)),
         (None, g) => (owner, g),
@@ -313,18 +380,18 @@ fn owner_ids(accounts: &Accounts, owner: &str, group: Option<&str>) -> Result<(u
         Err(_) => accounts
             .user(user)
             .map(|a| (a.uid, a.gid))
-            .ok_or_else(|| format!("unknown owner {user}"))?,
+            .ok_or_else(|| RunError::UnknownOwner(user.to_owned()))?,
     };
     let gid = match group {
         Some(g) => accounts
             .gid(g)
-            .ok_or_else(|| format!("unknown group {g}"))?,
+            .ok_or_else(|| RunError::UnknownGroup(g.to_owned()))?,
         None => primary,
     };
     Ok((uid, gid))
 }
 
-fn create_users(accounts: &Accounts, users: &[User]) -> Result<(), String> {
+fn create_users(accounts: &Accounts, users: &[User]) -> Result<(), RunError> {
     let mut failures = Vec::new();
     for u in users {
         let shell = u
@@ -359,7 +426,7 @@ fn create_users(accounts: &Accounts, users: &[User]) -> Result<(), String> {
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(failures.join("; "))
+        Err(RunError::Several(failures))
     }
 }
 
@@ -378,25 +445,32 @@ fn strip_first_line_if(content: &[u8], header: &str) -> Vec<u8> {
     }
 }
 
-/// Writes a script under the instance directory and runs it with a deadline.
-fn run_script(name: &str, content: &[u8]) -> Result<(), String> {
+/// Writes a script under the instance directory and runs it, until `deadline` at the latest.
+fn run_script(name: &str, content: &[u8], deadline: Instant) -> Result<(), RunError> {
     let dir = format!("{STATE_DIR}/scripts");
     let path = format!("{dir}/{name}");
     write_file(
-        &super::fsutil::components(&path),
+        &crate::fsutil::components(&path),
         content,
         WriteOpts {
             mode: 0o700,
             ..Default::default()
         },
     )
-    .map_err(|e| format!("{path}: {e}"))?;
-    run(&mut Proc::new(&path))
+    .map_err(|source| RunError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    run(&mut Proc::new(&path), &[], deadline)
 }
 
 /// Runs a cloud-config command list as one shell script (strings run by the shell, lists as
-/// quoted argument vectors), as cloud-init does.
-pub fn run_commands(cmds: &[Command]) -> Result<(), String> {
+/// quoted argument vectors), as cloud-init does, with `env` added to the environment.
+pub fn run_commands(
+    cmds: &[Command],
+    env: &[(&str, &str)],
+    deadline: Instant,
+) -> Result<(), RunError> {
     let all_argv = cmds.iter().all(|c| matches!(c, Command::Argv(_)));
     if all_argv && !Path::new("/bin/sh").exists() {
         for c in cmds {
@@ -405,16 +479,13 @@ pub fn run_commands(cmds: &[Command]) -> Result<(), String> {
             {
                 let mut p = Proc::new(prog);
                 p.args(args);
-                run(&mut p)?;
+                run(&mut p, env, deadline)?;
             }
         }
         return Ok(());
     }
     if !Path::new("/bin/sh").exists() {
-        return Err(
-            "no /bin/sh in this image (minimal profile): only argument-list commands can run"
-                .into(),
-        );
+        return Err(RunError::NoShell);
     }
     let mut script = String::from("set -e\n");
     for c in cmds {
@@ -431,31 +502,37 @@ pub fn run_commands(cmds: &[Command]) -> Result<(), String> {
     }
     let mut p = Proc::new("/bin/sh");
     p.args(["-c", &script]);
-    run(&mut p)
+    run(&mut p, env, deadline)
 }
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r#"'\''"#))
 }
 
-fn run(cmd: &mut Proc) -> Result<(), String> {
+/// Runs `cmd` as a registered child of this stage ([`crate::children`]) until it exits, for
+/// [`SCRIPT_TIMEOUT`] at most and never past `deadline`; on timeout its whole process group
+/// is killed.
+fn run(cmd: &mut Proc, env: &[(&str, &str)], deadline: Instant) -> Result<(), RunError> {
+    let limit = deadline.min(Instant::now() + SCRIPT_TIMEOUT);
+    if limit <= Instant::now() {
+        return Err(RunError::NoTime);
+    }
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("HOME", "/root")
+        .envs(env.iter().copied())
         .current_dir("/")
         .stdin(Stdio::null());
-    let mut child = crate::sys::spawn_new_session(cmd)
-        .spawn()
-        .map_err(|e| format!("cannot run: {e}"))?;
-    match crate::sys::wait_timeout(&mut child, SCRIPT_TIMEOUT) {
+    let started = Instant::now();
+    let mut child = crate::children::spawn(cmd).map_err(RunError::Spawn)?;
+    match child.wait_until(limit) {
         Ok(Some(s)) if s.success() => Ok(()),
-        Ok(Some(s)) => Err(format!("exited with {s}")),
+        Ok(Some(s)) => Err(RunError::Exit(s)),
         Ok(None) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(format!("killed after {}s", SCRIPT_TIMEOUT.as_secs()))
+            child.kill_group();
+            Err(RunError::Timeout(started.elapsed().as_secs()))
         }
-        Err(e) => Err(format!("wait: {e}")),
+        Err(e) => Err(RunError::Wait(e)),
     }
 }
 
@@ -497,15 +574,48 @@ mod tests {
         );
     }
 
+    fn soon(s: u64) -> Instant {
+        Instant::now() + Duration::from_secs(s)
+    }
+
     #[test]
     fn commands_run_and_fail() {
-        assert!(run_commands(&[Command::Shell("true".into())]).is_ok());
-        let e = run_commands(&[Command::Argv(vec![
-            "sh".into(),
-            "-c".into(),
-            "exit 3".into(),
-        ])])
+        assert!(run_commands(&[Command::Shell("true".into())], &[], soon(30)).is_ok());
+        let e = run_commands(
+            &[Command::Argv(vec![
+                "sh".into(),
+                "-c".into(),
+                "exit 3".into(),
+            ])],
+            &[],
+            soon(30),
+        )
         .unwrap_err();
-        assert!(e.contains("3"), "{e}");
+        assert!(e.to_string().contains('3'), "{e}");
+    }
+
+    #[test]
+    fn commands_get_their_environment_and_end_with_the_deadline() {
+        let cmd = Command::Shell(r#"test "$INSTANCE_ID" = i-42"#.into());
+        assert!(
+            run_commands(
+                std::slice::from_ref(&cmd),
+                &[("INSTANCE_ID", "i-42")],
+                soon(30)
+            )
+            .is_ok()
+        );
+        assert!(run_commands(&[cmd], &[], soon(30)).is_err());
+        let t = Instant::now();
+        let e = run_commands(
+            &[Command::Shell("sleep 30".into())],
+            &[],
+            Instant::now() + Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(matches!(e, RunError::Timeout(_)), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+        let e = run_commands(&[Command::Shell("true".into())], &[], Instant::now()).unwrap_err();
+        assert!(matches!(e, RunError::NoTime), "{e}");
     }
 }

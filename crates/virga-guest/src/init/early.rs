@@ -100,6 +100,25 @@ pub fn mount_all() -> Vec<String> {
     errors
 }
 
+/// Kernel protections that a system with users and a persistent home needs: no following a
+/// symlink or opening a FIFO/file another user planted in a world-writable sticky directory,
+/// no hard links to files one does not own. Returns one message per setting that failed.
+pub fn protect_links() -> Vec<String> {
+    let mut errors = Vec::new();
+    for (knob, value) in [
+        ("protected_symlinks", "1"),
+        ("protected_hardlinks", "1"),
+        ("protected_fifos", "1"),
+        ("protected_regular", "2"),
+    ] {
+        let path = format!("/proc/sys/fs/{knob}");
+        if let Err(e) = std::fs::write(&path, value) {
+            errors.push(format!("{path}: {e}"));
+        }
+    }
+    errors
+}
+
 /// Makes sure fds 0, 1 and 2 are the console. The kernel opens `/dev/console` for PID 1 when
 /// the initramfs has that node; otherwise (or if it was unusable) open it now from devtmpfs.
 pub fn console() -> bool {

@@ -1,64 +1,30 @@
-//! The default hostname: `virga.hostname=` on the command line, else the image's.
+//! Stage `hostname`: the default hostname, `virga.hostname=` on the command line, else the
+//! image's. A datasource or user-data may change it later.
+
+use std::time::Instant;
 
 use boot_contract::StageResult;
-use boot_contract::cmdline::HOSTNAME;
 
-use super::Ctx;
+use crate::ctx::Ctx;
+use crate::hostname;
 
-/// Sets the hostname and writes `/etc/hostname`. Invalid names are reported and the image's
+/// Sets the default hostname. An invalid `virga.hostname=` is reported and the image's
 /// default is used.
-pub fn set(ctx: &Ctx) -> anyhow::Result<StageResult> {
-    let fallback = if ctx.image.hostname.is_empty() {
-        "virga"
+pub fn stage(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
+    let fallback = if hostname::valid(&ctx.image.hostname) {
+        ctx.image.hostname.as_str()
     } else {
-        &ctx.image.hostname
+        "virga"
     };
-    let name = match ctx.cmd().get(HOSTNAME) {
-        Some(h) if valid(h) => h.to_owned(),
+    let name = match ctx.params.hostname.as_deref() {
+        Some(h) if hostname::valid(h) => h,
         Some(h) => {
             ctx.warn("hostname", format!("ignoring invalid virga.hostname={h:?}"));
-            fallback.to_owned()
+            fallback
         }
-        None => fallback.to_owned(),
+        None => fallback,
     };
-    apply(&name)?;
-    ctx.update(|s| s.hostname = name);
+    hostname::set(name, None)?;
+    ctx.update(|s| s.hostname = name.to_owned());
     Ok(StageResult::Ok)
-}
-
-/// Sets the kernel hostname and `/etc/hostname`.
-pub fn apply(name: &str) -> anyhow::Result<()> {
-    nix::unistd::sethostname(name).map_err(|e| anyhow::anyhow!("sethostname {name}: {e}"))?;
-    std::fs::write("/etc/hostname", format!("{name}\n"))
-        .map_err(|e| anyhow::anyhow!("/etc/hostname: {e}"))?;
-    Ok(())
-}
-
-/// RFC 1123 host name: dot-separated labels of letters, digits and `-`, at most 253 bytes.
-pub fn valid(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::valid;
-
-    #[test]
-    fn hostnames() {
-        assert!(valid("virga"));
-        assert!(valid("a-1.example.com"));
-        assert!(!valid(""));
-        assert!(!valid("-a"));
-        assert!(!valid("a..b"));
-        assert!(!valid("a b"));
-        assert!(!valid(&"a".repeat(64)));
-    }
 }

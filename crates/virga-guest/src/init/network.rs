@@ -15,16 +15,13 @@ use net_config::{
     StaticConfig, StaticInterface, StaticRoute,
 };
 
-use super::Ctx;
+use crate::ctx::Ctx;
 
 /// The renewal thread, kept for the release at shutdown.
 static RENEWAL: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<DhcpService>)>> =
     Mutex::new(None);
 /// DHCP leases for the status document (refreshed at boot).
 static LEASES: Mutex<Vec<net_config::LeaseStatus>> = Mutex::new(Vec::new());
-
-/// Default time to wait for a DHCP lease (`virga.dhcp_timeout=` overrides).
-const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The driver classes the network stage waits for: network drivers and the bus under them,
 /// when the PCI bus has a network controller.
@@ -38,7 +35,7 @@ pub fn drivers() -> Vec<super::modules::Class> {
 }
 
 /// Stage `network`.
-pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
+pub fn stage(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
     super::modules::wait_for(ctx, "network", &drivers(), Duration::from_secs(20));
     if !has_interfaces() {
         tracing::info!("network: no interfaces besides lo");
@@ -53,12 +50,7 @@ pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
             md.and_then(|m| m.local_hostname.clone()).is_some(),
         )
     };
-    let timeout = ctx
-        .cmd()
-        .get("virga.dhcp_timeout")
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(DHCP_TIMEOUT);
+    let timeout = ctx.params.dhcp_timeout();
     let mut dhcp: Option<Interfaces> = Some(Interfaces::All);
     if let Some(cfg) = network {
         if cfg.disabled {
@@ -68,12 +60,26 @@ pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
         for w in &cfg.warnings {
             ctx.warn("network", w.clone());
         }
+        // VLANs and bonds need their kernel modules, which load in the background otherwise.
+        if cfg
+            .interfaces
+            .iter()
+            .any(|i| matches!(i.kind, CmKind::Vlan { .. } | CmKind::Bond { .. }))
+        {
+            super::modules::wait_for(
+                ctx,
+                "network",
+                &[super::modules::Class::NetStack],
+                Duration::from_secs(20),
+            );
+        }
         let st = to_static(&cfg, &mut |w| ctx.warn("network", w));
         let outcome = net_config::apply_static(&st)?;
         for (iface, e) in &outcome.errors {
             ctx.error("network", format!("{iface}: {e}"));
         }
         if !outcome.configured.is_empty() {
+            ctx.cloud().network_up = true;
             tracing::info!("static configuration on {}", outcome.configured.join(", "));
         }
         dhcp = (!outcome.dhcp4.is_empty()).then(|| Interfaces::Names(outcome.dhcp4.clone()));
@@ -86,6 +92,9 @@ pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
         };
         match net_config::run_dhcp(&which, Instant::now() + timeout, opts) {
             Ok((service, outcomes)) => {
+                if outcomes.iter().any(|o| o.result.is_ok()) {
+                    ctx.cloud().network_up = true;
+                }
                 for o in &outcomes {
                     match &o.result {
                         Ok(l) => tracing::info!(

@@ -9,8 +9,8 @@
 use std::io::Read;
 use std::time::Duration;
 
-use super::Ctx;
 use super::modules::{Class, wait_for};
+use crate::ctx::Ctx;
 
 const EV_KEY: u16 = 1;
 const KEY_POWER: u16 = 116;

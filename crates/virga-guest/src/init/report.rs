@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use boot_contract::console::STATUS_PATH;
 use boot_contract::{CONTRACT_VERSION, ReadyReport};
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::log::uptime;
 
 /// Prints the CirrOS-style status block (`docs/console-and-status.md`).

@@ -9,17 +9,17 @@
 //! core feeds the pool from it by itself once the driver has loaded in the background.
 
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use boot_contract::StageResult;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 
 const SEED_FILE: &str = "/var/lib/virga/random-seed";
 const SEED_BYTES: usize = 64;
 
 /// Seeds the pool and records whether the CRNG is ready.
-pub fn seed(ctx: &Ctx) -> anyhow::Result<StageResult> {
+pub fn seed(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
     let random = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/urandom")?;
@@ -60,7 +60,10 @@ pub fn seed(ctx: &Ctx) -> anyhow::Result<StageResult> {
             .and_then(|mut f| f.read_exact(&mut fresh))
             .is_ok()
         {
-            let _ = std::fs::write(SEED_FILE, fresh);
+            // Private (it seeds the next boot's pool) and durable (never a torn seed).
+            if let Err(e) = crate::fsutil::write_atomic(SEED_FILE, &fresh, 0o600, false) {
+                tracing::debug!("{SEED_FILE}: {e}");
+            }
         }
     } else {
         ctx.warn(

@@ -10,7 +10,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 
 /// What to do at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,49 @@ impl Action {
             Action::Halt => "halt",
         }
     }
+
+    /// The signal that asks PID 1 for this action. The conventions are BusyBox init's, so
+    /// BusyBox's own `poweroff`/`reboot`/`halt` work against virga's PID 1 too.
+    pub fn signal(self) -> Signal {
+        match self {
+            Action::Poweroff => Signal::SIGUSR2,
+            Action::Reboot => Signal::SIGTERM,
+            Action::Halt => Signal::SIGUSR1,
+        }
+    }
+
+    /// The action a signal to PID 1 asks for: also SIGPWR (power failure: power off) and
+    /// SIGINT (Ctrl-Alt-Del: reboot).
+    pub fn from_signal(sig: Signal) -> Option<Self> {
+        match sig {
+            Signal::SIGUSR2 | Signal::SIGPWR => Some(Action::Poweroff),
+            Signal::SIGTERM | Signal::SIGINT => Some(Action::Reboot),
+            Signal::SIGUSR1 => Some(Action::Halt),
+            _ => None,
+        }
+    }
+
+    /// The `reboot(2)` command that ends the machine this way.
+    pub fn reboot_mode(self) -> RebootMode {
+        match self {
+            Action::Poweroff => RebootMode::RB_POWER_OFF,
+            Action::Reboot => RebootMode::RB_AUTOBOOT,
+            Action::Halt => RebootMode::RB_HALT_SYSTEM,
+        }
+    }
+}
+
+/// Asks PID 1 for `action` after `delay` (cloud-config `power_state`), printing `message` first.
+pub fn schedule(action: Action, delay: Duration, message: Option<String>) {
+    let _ = std::thread::Builder::new()
+        .name("power-state".into())
+        .spawn(move || {
+            std::thread::sleep(delay);
+            if let Some(m) = message {
+                println!("{m}");
+            }
+            let _ = kill(Pid::from_raw(1), action.signal());
+        });
 }
 
 /// Grace period between SIGTERM and SIGKILL.
@@ -49,11 +92,12 @@ pub fn shutdown(ctx: &Ctx, action: Action, reason: &str) -> ! {
     for m in failed {
         tracing::warn!("could not unmount {m}");
     }
-    let (line, mode) = match action {
-        Action::Poweroff => (POWEROFF_LINE, RebootMode::RB_POWER_OFF),
-        Action::Reboot => (REBOOT_LINE, RebootMode::RB_AUTOBOOT),
-        Action::Halt => (HALT_LINE, RebootMode::RB_HALT_SYSTEM),
+    let line = match action {
+        Action::Poweroff => POWEROFF_LINE,
+        Action::Reboot => REBOOT_LINE,
+        Action::Halt => HALT_LINE,
     };
+    let mode = action.reboot_mode();
     println!("{line}");
     let _ = std::io::stdout().flush();
     let Err(e) = reboot(mode);

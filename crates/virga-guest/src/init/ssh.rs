@@ -2,21 +2,21 @@
 //! one), their fingerprints on the console in the blocks cloud tooling scrapes, and `sshd` as a
 //! supervised service (this binary's `sshd` applet).
 
+use std::time::Instant;
+
 use std::path::PathBuf;
 
 use boot_contract::StageResult;
 use ssh_server::{HostKeyOptions, SftpSubsystem, SshConfig};
 
-use super::Ctx;
+use crate::ctx::Ctx;
 
 /// The port the guest listens on.
 pub const SSH_PORT: u16 = 22;
-/// `virga.ssh=0` turns the server off.
-pub const CMDLINE_KEY: &str = "virga.ssh";
 
 /// Host keys live here: on the state disk when mounted, else in /run.
 pub fn key_dir(ctx: &Ctx) -> PathBuf {
-    if crate::cloud::persistent(ctx) {
+    if ctx.persistent() {
         PathBuf::from("/var/lib/virga/ssh")
     } else {
         PathBuf::from("/run/virga/ssh")
@@ -25,11 +25,11 @@ pub fn key_dir(ctx: &Ctx) -> PathBuf {
 
 /// Whether this boot runs the SSH server.
 pub fn enabled(ctx: &Ctx) -> bool {
-    ctx.cmd().flag(CMDLINE_KEY).unwrap_or(ctx.image.ssh)
+    ctx.params.ssh.unwrap_or(ctx.image.ssh)
 }
 
 /// Stage `ssh`: host keys and the console blocks. The service starts after the ready line.
-pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
+pub fn stage(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
     if !enabled(ctx) {
         return Ok(StageResult::Skipped);
     }

@@ -8,15 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boot_contract::ServiceStatus;
-use boot_contract::cmdline::SHELL;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::Ctx;
 use super::shutdown::{self, Action};
+use crate::ctx::Ctx;
 
 const SIGNALS: [Signal; 7] = [
     Signal::SIGCHLD,
@@ -186,7 +184,7 @@ fn services(ctx: &Ctx) -> Vec<Service> {
             None,
         ));
     }
-    let shell_wanted = ctx.cmd().flag(SHELL).unwrap_or(ctx.image.console_shell);
+    let shell_wanted = ctx.params.shell.unwrap_or(ctx.image.console_shell);
     if let (true, Some(shell)) = (shell_wanted, ctx.image.shell.as_deref()) {
         if std::path::Path::new(shell).exists() {
             let tty = super::early::console_tty().unwrap_or_else(|| "/dev/console".into());
@@ -217,24 +215,44 @@ fn services(ctx: &Ctx) -> Vec<Service> {
 
 /// The supervision loop. Never returns: it ends in a shutdown.
 pub fn run(ctx: Arc<Ctx>) -> ! {
-    let services = start(&ctx);
-    supervise(ctx, services)
+    start(&ctx);
+    supervise(ctx)
+}
+
+/// The services once started: kept here rather than on the boot sequence's stack, so that the
+/// degraded mode after a panic in the boot sequence supervises the services already running
+/// instead of starting them a second time.
+static STARTED: std::sync::Mutex<Option<Vec<Service>>> = std::sync::Mutex::new(None);
+
+fn started() -> std::sync::MutexGuard<'static, Option<Vec<Service>>> {
+    STARTED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Starts the image's services (before the ready line, so that "ready" means they run); those
-/// marked `after_ready` are left to the supervision loop, which starts them at once.
-pub fn start(ctx: &Ctx) -> Vec<Service> {
-    let mut services = services(ctx);
+/// marked `after_ready` are left to the supervision loop, which starts them at once. Does
+/// nothing when they have been started already.
+pub fn start(ctx: &Ctx) {
+    start_these(ctx, || services(ctx));
+}
+
+fn start_these(ctx: &Ctx, make: impl FnOnce() -> Vec<Service>) {
+    let mut slot = started();
+    if slot.is_some() {
+        tracing::debug!("services already started");
+        return;
+    }
+    let mut services = make();
     for s in services.iter_mut().filter(|s| !s.after_ready) {
         s.start();
     }
     // Into the status document only: the ready line writes the document next.
     ctx.update(|st| st.services = service_status(&services));
-    services
+    *slot = Some(services);
 }
 
-/// The supervision loop over started services. Never returns: it ends in a shutdown.
-pub fn supervise(ctx: Arc<Ctx>, mut services: Vec<Service>) -> ! {
+/// The supervision loop over the started services. Never returns: it ends in a shutdown.
+pub fn supervise(ctx: Arc<Ctx>) -> ! {
+    let mut services = started().take().unwrap_or_default();
     let sfd = match SignalFd::with_flags(&sigset(), SfdFlags::SFD_CLOEXEC) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -279,15 +297,12 @@ pub fn supervise(ctx: Arc<Ctx>, mut services: Vec<Service>) -> ! {
         let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
             continue;
         };
-        let action = match sig {
-            Signal::SIGCHLD => {
-                reap(&mut services);
-                continue;
-            }
-            Signal::SIGUSR2 | Signal::SIGPWR => Action::Poweroff,
-            Signal::SIGTERM | Signal::SIGINT => Action::Reboot,
-            Signal::SIGUSR1 => Action::Halt,
-            _ => continue,
+        if sig == Signal::SIGCHLD {
+            reap(&mut services);
+            continue;
+        }
+        let Some(action) = Action::from_signal(sig) else {
+            continue;
         };
         let reason = format!("{sig} from pid {}", info.ssi_pid);
         shutdown::shutdown(&ctx, action, &reason);
@@ -296,18 +311,8 @@ pub fn supervise(ctx: Arc<Ctx>, mut services: Vec<Service>) -> ! {
 
 /// Reaps every exited child; schedules restarts for services.
 fn reap(services: &mut [Service]) {
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => {
-                exited(services, pid, &format!("exited with {code}"))
-            }
-            Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                exited(services, pid, &format!("killed by {sig}"))
-            }
-            Ok(WaitStatus::StillAlive) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+    let pids: Vec<Pid> = services.iter().filter_map(|s| s.pid).collect();
+    crate::children::reap_others(&pids, |pid, how| exited(services, pid, &how));
 }
 
 fn exited(services: &mut [Service], pid: Pid, how: &str) {
@@ -333,13 +338,37 @@ fn publish(ctx: &Ctx, services: &[Service]) {
     let changed = ctx.status().services != list;
     if changed {
         ctx.update(|st| st.services = list);
-        super::report::write_status(ctx);
+        ctx.write_status();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_start_once_even_when_asked_twice() {
+        let ctx = Ctx::new(String::new(), Default::default(), Default::default());
+        let marker = tempfile::tempdir().unwrap();
+        let log = marker.path().join("starts");
+        let script = format!("echo x >> {}; sleep 30", log.display());
+        let svc = || vec![Service::new("t", &["/bin/sh", "-c", &script], &[], None)];
+        start_these(&ctx, svc);
+        start_these(&ctx, svc);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&log).unwrap_or_default().is_empty() {
+            assert!(Instant::now() < deadline, "the service never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+        let mut s = started().take().unwrap();
+        assert_eq!(s.len(), 1);
+        if let Some(pid) = s[0].pid.take() {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
 
     #[test]
     fn backoff_doubles_caps_and_resets() {
