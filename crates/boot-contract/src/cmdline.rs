@@ -108,6 +108,16 @@ pub const KEYS: &[KeyDoc] = &[
         values: "0/1",
         default: "the image's userland.ssh (on)",
     },
+    KeyDoc {
+        name: SLOT,
+        values: "A, B (set by a disk image's GRUB)",
+        default: "—",
+    },
+    KeyDoc {
+        name: BOOT_MODE,
+        values: "try, fallback (set by a disk image's GRUB)",
+        default: "—",
+    },
 ];
 
 /// Console log level of PID 1 (`virga.log=`).
@@ -392,6 +402,14 @@ fn split_words(line: &str) -> Vec<&str> {
     }
     words
 }
+
+/// `virga.slot=A|B`: the system slot GRUB booted (disk images; set by grub.cfg after any
+/// hypervisor-supplied arguments, so it cannot be overridden from there).
+pub const SLOT: &str = "virga.slot";
+/// `virga.boot=try|fallback`: how GRUB chose the slot: `try` = the first good, untried slot in
+/// `ORDER` (marked tried before boot; the system marks it good); `fallback` = every good slot
+/// had been tried without being marked good since, so the first good one booted anyway.
+pub const BOOT_MODE: &str = "virga.boot";
 
 /// One `key` or `key=value` parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,6 +49,34 @@ pub struct ImageConfig {
     /// Run the SSH server (overridden by `virga.ssh=` on the command line).
     #[serde(default = "yes")]
     pub ssh: bool,
+    /// The verified system image of the slot this initramfs belongs to, when the image was
+    /// built as a disk (absent in older images and in kernel + initramfs builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemImage>,
+}
+
+/// The slot's read-only system filesystem and how to verify it (docs/disk-layout.md). It
+/// travels in the initramfs, next to the kernel, never inside the filesystem it vouches for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemImage {
+    /// Filesystem type to mount (`squashfs` or `erofs`), to be mounted read-only on `/usr`.
+    pub filesystem: String,
+    /// PARTUUID of the slot's system partition: the first 128 bits of `root_hash`.
+    pub usr_partuuid: String,
+    /// PARTUUID of its dm-verity hash partition: the last 128 bits of `root_hash`.
+    pub verity_partuuid: String,
+    /// dm-verity root hash, hex (format 1, sha256).
+    pub root_hash: String,
+    /// Salt, hex.
+    pub salt: String,
+    /// Hash algorithm (`sha256`).
+    pub hash_algorithm: String,
+    /// Data and hash block size (4096).
+    pub block_size: u32,
+    /// Data blocks covered.
+    pub data_blocks: u64,
+    /// Offset of the hash tree on the hash partition, in bytes (after the superblock).
+    pub hash_offset: u64,
 }
 
 fn yes() -> bool {

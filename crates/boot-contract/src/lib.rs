@@ -14,7 +14,7 @@ pub mod datasource;
 pub mod hostname;
 mod image;
 
-pub use image::{IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry, default_datasources};
+pub use image::{IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry, SystemImage, default_datasources};
 
 /// Version of this contract. Reported in the ready line and in the status document.
 pub const CONTRACT_VERSION: u32 = 1;

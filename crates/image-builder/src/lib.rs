@@ -18,11 +18,13 @@ use image_spec::{
 use sha2::{Digest, Sha256};
 
 pub mod apt;
+pub mod disk;
 pub mod kernel;
 pub mod kmod;
 pub mod tree;
 
 use apt::PackageCache;
+pub use disk_image::formats::DiskFormat;
 use tree::Tree;
 
 /// Debian package carrying the static BusyBox.
@@ -83,6 +85,18 @@ pub enum BuildError {
     /// A spec `[[files]]` entry cannot be used.
     #[error("files: {0}")]
     Files(String),
+    /// The disk image could not be made.
+    #[error("disk image: {0}")]
+    Disk(#[from] disk_image::DiskImageError),
+    /// The output directory cannot be written.
+    #[error("cannot write the output directory {path}: {source}")]
+    Output {
+        /// The directory.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl BuildError {
@@ -123,6 +137,8 @@ pub struct BuildOptions {
     pub virga_version: String,
     /// mtime stamped on every initramfs entry (`SOURCE_DATE_EPOCH`; default 0).
     pub mtime: u32,
+    /// Disk image formats to write besides vmlinuz and initramfs.img (none: no disk).
+    pub formats: Vec<DiskFormat>,
 }
 
 /// One timed build step, for the summary table.
@@ -151,14 +167,26 @@ pub struct BuildReport {
     pub offline: bool,
 }
 
-const STEPS: usize = 5;
-
 /// Builds the image described by `spec`.
 pub fn build(
     spec: &ImageSpec,
     opts: &BuildOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<BuildReport, BuildError> {
+    let disk_wanted = !opts.formats.is_empty();
+    let total = if disk_wanted { 7 } else { 5 };
+    let mut step = 0;
+    let mut next_step = |what: &str, progress: &mut dyn FnMut(Progress)| {
+        step += 1;
+        progress(Progress::Step {
+            index: step,
+            total,
+            what: what.to_owned(),
+        });
+    };
+    let staging = Staging::new(&opts.out_dir)?;
+    let work = staging.dir().join(".work");
+    std::fs::create_dir(&work).map_err(|e| BuildError::io(&work, e))?;
     let mut steps = Vec::new();
     let mut timed = |name: &'static str, start: Instant| {
         steps.push(StepTime {
@@ -169,11 +197,7 @@ pub fn build(
 
     // 1. Kernel.
     let t = Instant::now();
-    progress(Progress::Step {
-        index: 1,
-        total: STEPS,
-        what: "kernel".into(),
-    });
+    next_step("kernel", progress);
     let k = match spec.kernel.source {
         KernelSource::Debian => kernel::debian(
             &opts.cache,
@@ -203,11 +227,7 @@ pub fn build(
 
     // 2. Modules.
     let t = Instant::now();
-    progress(Progress::Step {
-        index: 2,
-        total: STEPS,
-        what: "module closure".into(),
-    });
+    next_step("module closure", progress);
     let (closure, index) = match (&k.modules_dir, spec.kernel.modules.is_empty()) {
         (_, true) => (kmod::Closure::default(), None),
         (None, false) => {
@@ -218,7 +238,15 @@ pub fn build(
         }
         (Some(dir), false) => {
             let index = kmod::ModuleIndex::scan(dir)?;
-            (index.resolve(&spec.kernel.modules)?, Some(index))
+            let mut wanted = spec.kernel.modules.clone();
+            if disk_wanted {
+                for m in disk::slot_modules(spec) {
+                    if !wanted.contains(&m) {
+                        wanted.push(m);
+                    }
+                }
+            }
+            (index.resolve(&wanted)?, Some(index))
         }
     };
     progress(Progress::Detail(format!(
@@ -231,11 +259,7 @@ pub fn build(
 
     // 3. Toolbox.
     let t = Instant::now();
-    progress(Progress::Step {
-        index: 3,
-        total: STEPS,
-        what: "userland".into(),
-    });
+    next_step("userland", progress);
     let busybox = if spec.toolbox() {
         let p = opts.cache.fetch(BUSYBOX_PACKAGE, None)?;
         let dir = opts.cache.unpack(&p)?;
@@ -279,11 +303,6 @@ pub fn build(
 
     // 4. initramfs.
     let t = Instant::now();
-    progress(Progress::Step {
-        index: 4,
-        total: STEPS,
-        what: "initramfs".into(),
-    });
     let mut tree = base_tree(spec);
     let mut module_entries = Vec::new();
     if let Some(index) = &index {
@@ -324,6 +343,24 @@ pub fn build(
         }
         tree.symlink("/usr/bin/virga", GUEST_PATH);
     }
+    let system = if disk_wanted {
+        let t = Instant::now();
+        next_step("system image (slot filesystem + dm-verity)", progress);
+        let sys = disk::build_system(spec, &tree, &work, u64::from(opts.mtime))?;
+        progress(Progress::Detail(format!(
+            "{} {} bytes ({} files, {} bytes) → verity root {}",
+            sys.contents.filesystem,
+            sys.contents.filesystem_bytes,
+            sys.contents.files,
+            sys.contents.file_bytes,
+            sys.verity.root_hash_hex()
+        )));
+        timed("system", t);
+        Some(sys)
+    } else {
+        None
+    };
+    next_step("initramfs", progress);
     let config = ImageConfig {
         contract: CONTRACT_VERSION,
         name: spec.name.clone(),
@@ -335,6 +372,7 @@ pub fn build(
         datasources: spec.datasources.clone(),
         default_user: "root".into(),
         ssh: spec.userland.ssh.unwrap_or(true),
+        system: system.as_ref().map(|s| s.system.clone()),
     };
     let config_json = serde_json::to_string_pretty(&config).unwrap_or_default();
     tree.file(IMAGE_CONFIG_PATH, config_json.into_bytes(), 0o644);
@@ -355,15 +393,38 @@ pub fn build(
     )));
     timed("initramfs", t);
 
-    // 5. Output.
-    let t = Instant::now();
-    progress(Progress::Step {
-        index: 5,
-        total: STEPS,
-        what: format!("write {}", opts.out_dir.display()),
-    });
     let vmlinuz = std::fs::read(&k.vmlinuz).map_err(|e| BuildError::io(&k.vmlinuz, e))?;
-    let artifacts = vec![artifact(VMLINUZ, &vmlinuz), artifact(INITRAMFS, &initramfs)];
+    let mut artifacts = vec![artifact(VMLINUZ, &vmlinuz), artifact(INITRAMFS, &initramfs)];
+
+    // 6. Disk.
+    let disk = match &system {
+        Some(sys) => {
+            let t = Instant::now();
+            let names: Vec<&str> = opts.formats.iter().map(|f| f.name()).collect();
+            next_step(&format!("disk image ({})", names.join(", ")), progress);
+            let built = disk::build_disk(
+                spec,
+                &opts.formats,
+                sys,
+                &vmlinuz,
+                &initramfs,
+                staging.dir(),
+                &work,
+                u64::from(opts.mtime),
+                progress,
+            )?;
+            for (f, path) in &built.files {
+                artifacts.push(file_artifact(f.file_name(), path)?);
+            }
+            timed("disk", t);
+            Some(built.info)
+        }
+        None => None,
+    };
+
+    // Output.
+    let t = Instant::now();
+    next_step(&format!("write {}", opts.out_dir.display()), progress);
     let manifest = ImageManifest {
         virga_version: opts.virga_version.clone(),
         name: spec.name.clone(),
@@ -387,15 +448,13 @@ pub fn build(
         busybox: busybox.as_ref().map(|(_, v)| v.clone()),
         guest_binary_size: guest.as_ref().map(|g| g.len() as u64),
         artifacts,
+        disk,
     };
-    write_output(
-        &opts.out_dir,
-        &[
-            (VMLINUZ, &vmlinuz[..]),
-            (INITRAMFS, &initramfs[..]),
-            (MANIFEST_FILE, manifest.to_json().as_bytes()),
-        ],
-    )?;
+    let _ = std::fs::remove_dir_all(&work);
+    staging.write(VMLINUZ, &vmlinuz)?;
+    staging.write(INITRAMFS, &initramfs)?;
+    staging.write(MANIFEST_FILE, manifest.to_json().as_bytes())?;
+    staging.commit()?;
     timed("write", t);
 
     Ok(BuildReport {
@@ -405,6 +464,28 @@ pub fn build(
         entries: tree.len(),
         kernel_cached: k.cached,
         offline: k.offline,
+    })
+}
+
+/// An artifact record for a file on disk (hashed in 1 MiB pieces).
+fn file_artifact(name: &str, path: &Path) -> Result<Artifact, BuildError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| BuildError::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| BuildError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(Artifact {
+        name: name.into(),
+        size,
+        sha256: hex::encode(h.finalize()),
     })
 }
 
@@ -587,38 +668,85 @@ pub fn compress(data: &[u8], how: Compression) -> std::io::Result<Vec<u8>> {
     }
 }
 
-/// Writes files into `out_dir` atomically: everything goes into a sibling temporary directory
-/// that replaces `out_dir` only once complete.
-fn write_output(out_dir: &Path, files: &[(&str, &[u8])]) -> Result<(), BuildError> {
-    let parent = match out_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| BuildError::io(&parent, e))?;
-    let name = out_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("out");
-    let tmp = parent.join(format!(".{name}.building-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let result = (|| {
-        std::fs::create_dir(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
-        for (file, data) in files {
-            let p = tmp.join(file);
-            std::fs::write(&p, data).map_err(|e| BuildError::io(&p, e))?;
+/// The output directory under construction: a sibling `.<out>.building-<pid>` that replaces
+/// `out_dir` only in [`Staging::commit`], and is removed when dropped uncommitted, so a failed
+/// build never leaves anything that looks complete.
+#[derive(Debug)]
+struct Staging {
+    out_dir: PathBuf,
+    parent: PathBuf,
+    name: String,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    fn new(out_dir: &Path) -> Result<Self, BuildError> {
+        let parent = match out_dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let output_err = |source| BuildError::Output {
+            path: parent.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&parent).map_err(output_err)?;
+        let name = out_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("out")
+            .to_owned();
+        let tmp = parent.join(format!(".{name}.building-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp).map_err(output_err)?;
+        Ok(Staging {
+            out_dir: out_dir.to_owned(),
+            parent,
+            name,
+            tmp,
+            committed: false,
+        })
+    }
+
+    fn dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    fn write(&self, file: &str, data: &[u8]) -> Result<(), BuildError> {
+        let p = self.tmp.join(file);
+        std::fs::write(&p, data).map_err(|e| BuildError::io(&p, e))
+    }
+
+    fn commit(mut self) -> Result<(), BuildError> {
+        let old = self
+            .parent
+            .join(format!(".{}.old-{}", self.name, std::process::id()));
+        if self.out_dir.exists() {
+            std::fs::rename(&self.out_dir, &old).map_err(|e| BuildError::io(&self.out_dir, e))?;
         }
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-        if out_dir.exists() {
-            std::fs::rename(out_dir, &old).map_err(|e| BuildError::io(out_dir, e))?;
-        }
-        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+        std::fs::rename(&self.tmp, &self.out_dir).map_err(|e| BuildError::io(&self.out_dir, e))?;
+        self.committed = true;
         let _ = std::fs::remove_dir_all(&old);
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
     }
-    result
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Writes files into `out_dir` atomically (see [`Staging`]).
+#[cfg(test)]
+fn write_output(out_dir: &Path, files: &[(&str, &[u8])]) -> Result<(), BuildError> {
+    let staging = Staging::new(out_dir)?;
+    for (file, data) in files {
+        staging.write(file, data)?;
+    }
+    staging.commit()
 }
 
 #[cfg(test)]

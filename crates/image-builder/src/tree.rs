@@ -82,6 +82,44 @@ impl Tree {
         self.nodes.is_empty()
     }
 
+    /// Entries in path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes.iter().map(|(p, n)| (p.as_str(), n))
+    }
+
+    /// Materialises the tree under `root` (an empty directory): directories, files and symlinks
+    /// with their modes, for the filesystem tools. Device nodes are refused (they need root and
+    /// belong in the initramfs only).
+    pub fn write_dir(&self, root: &std::path::Path) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        // Directories last (sorted paths put a parent before its children, so reverse order
+        // sets a directory's mode after its contents are in place).
+        for (path, node) in &self.nodes {
+            let dest = root.join(path.trim_start_matches('/'));
+            match node {
+                Node::Dir { .. } => std::fs::create_dir_all(&dest)?,
+                Node::File { data, mode } => {
+                    std::fs::write(&dest, data)?;
+                    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))?;
+                }
+                Node::Symlink { target } => std::os::unix::fs::symlink(target, &dest)?,
+                Node::CharDev { .. } => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{path}: device nodes cannot go into a directory tree"),
+                    ));
+                }
+            }
+        }
+        for (path, node) in self.nodes.iter().rev() {
+            if let Node::Dir { mode } = node {
+                let dest = root.join(path.trim_start_matches('/'));
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))?;
+            }
+        }
+        Ok(())
+    }
+
     fn parents(&mut self, path: &str) {
         let p = normalise(path);
         let mut at = 0;
@@ -271,6 +309,28 @@ mod tests {
             std::fs::read(dir.path().join("a/b/data.bin")).unwrap(),
             payload
         );
+    }
+
+    #[test]
+    fn write_dir_materialises_modes_and_links() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let mut t = Tree::new();
+        t.file("/bin/busybox", b"bb".to_vec(), 0o755);
+        t.symlink("/bin/sh", "busybox");
+        t.dir("/lib/x", 0o700);
+        t.write_dir(d.path()).unwrap();
+        let m = std::fs::metadata(d.path().join("bin/busybox")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o755);
+        assert_eq!(
+            std::fs::read_link(d.path().join("bin/sh")).unwrap(),
+            std::path::Path::new("busybox")
+        );
+        let m = std::fs::metadata(d.path().join("lib/x")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o700);
+        let mut dev = Tree::new();
+        dev.char_dev("/dev/null", 1, 3, 0o666);
+        assert!(dev.write_dir(&d.path().join("other")).is_err());
     }
 
     proptest::proptest! {

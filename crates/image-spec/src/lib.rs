@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 mod manifest;
-pub use manifest::{Artifact, ImageManifest, KernelInfo, MANIFEST_FILE};
+pub use manifest::{
+    Artifact, DiskInfo, ImageManifest, KernelInfo, MANIFEST_FILE, PartitionInfo, SlotContents,
+    VerityInfo,
+};
 
 /// The built-in default spec: the repository's `virga.toml`.
 pub const DEFAULT_SPEC_TOML: &str = include_str!("../../../virga.toml");
@@ -175,6 +178,100 @@ pub struct InitramfsSpec {
     pub compression: Compression,
 }
 
+/// The slot's read-only system filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemFs {
+    /// squashfs, xz: the smallest (the default).
+    #[default]
+    Squashfs,
+    /// erofs, LZ4HC: faster reads, larger.
+    Erofs,
+}
+
+/// Disk image formats `virga build --format` (and `disk.formats`) accept.
+pub const DISK_FORMATS: &[&str] = &["raw", "qcow2", "vmdk", "vhd", "containerdisk"];
+
+/// `[disk]`: the bootable disk image (docs/disk-layout.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// Formats `virga build` writes when no `--format` is given; empty: no disk image.
+    #[serde(default)]
+    pub formats: Vec<String>,
+    /// System slots: 2 (A and B, for updates) or 1 (a test image that never updates).
+    #[serde(default = "default_slots")]
+    pub slots: u8,
+    /// Virtual disk size (`512M`, `1G`): whole MiB; the state partition gets what the other
+    /// partitions leave.
+    #[serde(default = "default_disk_size")]
+    pub size: String,
+    /// EFI system partition size (GRUB, each slot's kernel and initramfs).
+    #[serde(default = "default_esp_size")]
+    pub esp_size: String,
+    /// Size of each slot's system partition (its verity partition comes on top).
+    #[serde(default = "default_usr_size")]
+    pub usr_size: String,
+    /// The slot's filesystem.
+    #[serde(default)]
+    pub system_fs: SystemFs,
+}
+
+impl Default for DiskSpec {
+    fn default() -> Self {
+        DiskSpec {
+            formats: Vec::new(),
+            slots: default_slots(),
+            size: default_disk_size(),
+            esp_size: default_esp_size(),
+            usr_size: default_usr_size(),
+            system_fs: SystemFs::default(),
+        }
+    }
+}
+
+impl DiskSpec {
+    /// `size` in bytes (validated).
+    pub fn size_bytes(&self) -> u64 {
+        parse_size(&self.size).unwrap_or(0)
+    }
+    /// `esp_size` in bytes (validated).
+    pub fn esp_bytes(&self) -> u64 {
+        parse_size(&self.esp_size).unwrap_or(0)
+    }
+    /// `usr_size` in bytes (validated).
+    pub fn usr_bytes(&self) -> u64 {
+        parse_size(&self.usr_size).unwrap_or(0)
+    }
+}
+
+fn default_slots() -> u8 {
+    2
+}
+fn default_disk_size() -> String {
+    "512M".into()
+}
+fn default_esp_size() -> String {
+    "64M".into()
+}
+fn default_usr_size() -> String {
+    "128M".into()
+}
+
+/// Parses a disk size: a whole number with `M`/`MiB` or `G`/`GiB` (`64M`, `1G`).
+pub fn parse_size(s: &str) -> Option<u64> {
+    const MIB: u64 = 1 << 20;
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "M" | "MiB" => MIB,
+        "G" | "GiB" => 1024 * MIB,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|v| *v > 0)
+}
+
 /// `[[files]]`: one extra file in the image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,6 +319,9 @@ pub struct ImageSpec {
     /// Datasources the guest tries, in order, unless `virga.ds=` says otherwise.
     #[serde(default = "default_datasources")]
     pub datasources: Vec<String>,
+    /// `[disk]`
+    #[serde(default)]
+    pub disk: DiskSpec,
     /// Directory relative `source` paths are resolved against; not part of the spec text.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -378,6 +478,39 @@ impl ImageSpec {
                         "unknown datasource `{d}`; known: {}",
                         DATASOURCES.join(", ")
                     ),
+                ));
+            }
+        }
+        let d = &self.disk;
+        for (i, f) in d.formats.iter().enumerate() {
+            if !DISK_FORMATS.contains(&f.as_str()) {
+                return Err(invalid(
+                    &format!("disk.formats[{i}]"),
+                    format!(
+                        "unknown disk format `{f}`; use one of: {}",
+                        DISK_FORMATS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if !(1..=2).contains(&d.slots) {
+            return Err(invalid(
+                "disk.slots",
+                format!(
+                    "must be 2 (A and B) or 1 (an image that never updates), not {}",
+                    d.slots
+                ),
+            ));
+        }
+        for (field, v) in [
+            ("disk.size", &d.size),
+            ("disk.esp_size", &d.esp_size),
+            ("disk.usr_size", &d.usr_size),
+        ] {
+            if parse_size(v).is_none() {
+                return Err(invalid(
+                    field,
+                    format!("`{v}` is not a size such as \"512M\" or \"1G\" (whole MiB)"),
                 ));
             }
         }
@@ -556,6 +689,41 @@ mod tests {
         assert_eq!(a.hash(), b.hash());
         let c = parse("name = \"u\"\n[kernel]\n").unwrap();
         assert_ne!(a.hash(), c.hash());
+    }
+
+    #[test]
+    fn disk_section_defaults_and_checks() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!(s.disk.slots, 2);
+        assert!(s.disk.formats.is_empty());
+        assert_eq!(s.disk.size_bytes(), 512 << 20);
+        assert_eq!(s.disk.system_fs, SystemFs::Squashfs);
+        let ok = "name = \"t\"\n[kernel]\n[disk]\nformats = [\"qcow2\", \"vhd\"]\nslots = 1\nsize = \"1G\"\nsystem_fs = \"erofs\"\n";
+        let s = parse(ok).unwrap();
+        assert_eq!(s.disk.size_bytes(), 1 << 30);
+        assert_eq!(s.disk.system_fs, SystemFs::Erofs);
+        let bad_fmt = "name = \"t\"\n[kernel]\n[disk]\nformats = [\"vdi\"]\n";
+        let e = parse(bad_fmt).unwrap_err().to_string();
+        assert!(e.contains("disk.formats[0]") && e.contains("qcow2"), "{e}");
+        let bad_slots = "name = \"t\"\n[kernel]\n[disk]\nslots = 3\n";
+        assert!(
+            parse(bad_slots)
+                .unwrap_err()
+                .to_string()
+                .contains("disk.slots")
+        );
+        let bad_size = "name = \"t\"\n[kernel]\n[disk]\nusr_size = \"1.5G\"\n";
+        assert!(
+            parse(bad_size)
+                .unwrap_err()
+                .to_string()
+                .contains("disk.usr_size")
+        );
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("512 MiB"), Some(512 << 20));
+        for bad in ["", "12", "1K", "-1M", "0M", "M", "1.5G"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -54,8 +54,86 @@ pub struct ImageManifest {
     pub busybox: Option<String>,
     /// Size in bytes of the stripped guest binary, when it is in the image.
     pub guest_binary_size: Option<u64>,
-    /// Files in the output directory: `vmlinuz`, `initramfs.img`.
+    /// Files in the output directory: `vmlinuz`, `initramfs.img`, and the disk images.
     pub artifacts: Vec<Artifact>,
+    /// The bootable disk, when one was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskInfo>,
+}
+
+/// One GPT partition of the disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    /// GPT entry number (1-based).
+    pub number: u32,
+    /// GPT partition name (`esp`, `usr-A`, `virga-state`, …).
+    pub label: String,
+    /// Partition type GUID.
+    pub type_guid: String,
+    /// Unique partition GUID (PARTUUID).
+    pub guid: String,
+    /// Offset in bytes.
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// dm-verity parameters of a slot's system filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerityInfo {
+    /// Root hash, hex.
+    pub root_hash: String,
+    /// Salt, hex.
+    pub salt: String,
+    /// Hash algorithm (`sha256`).
+    pub hash_algorithm: String,
+    /// Data block size in bytes.
+    pub data_block_size: u32,
+    /// Hash block size in bytes.
+    pub hash_block_size: u32,
+    /// Data blocks covered (the filesystem's size / data_block_size).
+    pub data_blocks: u64,
+    /// Offset of the tree on the hash partition, in bytes (after the superblock).
+    pub hash_offset: u64,
+}
+
+/// What the slot's system filesystem holds, and what the initramfs still carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotContents {
+    /// Filesystem (`squashfs`, `erofs`).
+    pub filesystem: String,
+    /// Image size in bytes (what verity covers).
+    pub filesystem_bytes: u64,
+    /// Regular files in it.
+    pub files: u64,
+    /// Their bytes, uncompressed.
+    pub file_bytes: u64,
+    /// Top-level groups of content, e.g. `/usr/bin/busybox (+ 400 applet links)`.
+    pub holds: Vec<String>,
+    /// What the initramfs carries that the slot also has (to be dropped from the initramfs
+    /// once the guest mounts the slot).
+    pub also_in_initramfs: Vec<String>,
+}
+
+/// The bootable disk image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Virtual size in bytes.
+    pub size: u64,
+    /// System slots (1 or 2).
+    pub slots: u8,
+    /// Disk GUID.
+    pub disk_guid: String,
+    /// The partition table.
+    pub partitions: Vec<PartitionInfo>,
+    /// Slot A's verity parameters (the same values are in slot A's initramfs).
+    pub verity: VerityInfo,
+    /// Slot A's system filesystem.
+    pub slot: SlotContents,
+    /// Kernel command line GRUB passes (before the slot keys).
+    pub cmdline: String,
+    /// Formats written (`qcow2`, …).
+    pub formats: Vec<String>,
 }
 
 impl ImageManifest {

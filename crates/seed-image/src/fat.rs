@@ -45,11 +45,34 @@ pub fn write_vfat(tree: &SeedTree, label: &str, out: &Path) -> Result<u64, SeedI
     Ok(image.len() as u64)
 }
 
+/// Layout choices for [`build_vfat_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VfatOptions {
+    /// Image size in bytes (a multiple of 512): the free space stays free for files written
+    /// later (an EFI system partition). `None`: the smallest image with a quarter of slack.
+    pub size: Option<u64>,
+    /// Volume serial number; `None`: a hash of the tree.
+    pub volume_id: Option<u32>,
+}
+
 /// Builds the FAT image of `tree` in memory.
 pub(crate) fn build_vfat(tree: &SeedTree, label: &str) -> Result<Vec<u8>, SeedImageError> {
+    build_vfat_with(tree, label, VfatOptions::default())
+}
+
+/// Builds the FAT image of `tree` labelled `label` in memory, with [`VfatOptions`]. The same
+/// tree and options always give the same bytes.
+pub fn build_vfat_with(
+    tree: &SeedTree,
+    label: &str,
+    opts: VfatOptions,
+) -> Result<Vec<u8>, SeedImageError> {
     let label11 = fat_label(label)?;
     let nodes = Nodes::new(tree)?;
-    let geo = Geometry::choose(&nodes)?;
+    let geo = match opts.size {
+        None => Geometry::choose(&nodes)?,
+        Some(size) => Geometry::fixed(&nodes, size)?,
+    };
     let cs = geo.cluster_bytes();
 
     // Cluster allocation: directories (parents first), then files, each contiguous.
@@ -68,7 +91,11 @@ pub(crate) fn build_vfat(tree: &SeedTree, label: &str) -> Result<Vec<u8>, SeedIm
     debug_assert!(next - 2 <= geo.clusters);
 
     let mut img = vec![0u8; geo.total_sectors * SECTOR];
-    geo.write_boot_sector(&mut img, &label11, volume_id(tree));
+    geo.write_boot_sector(
+        &mut img,
+        &label11,
+        opts.volume_id.unwrap_or_else(|| volume_id(tree)),
+    );
 
     // FAT: media descriptor, end-of-chain marker, then one chain per allocation.
     let mut fat = Fat::new(geo.fat12, geo.fat_sectors * SECTOR);
@@ -445,6 +472,37 @@ impl Geometry {
         }
     }
 
+    /// A layout of exactly `size` bytes: the smallest cluster size that keeps the cluster count
+    /// within FAT16's (FAT12 when small enough), if the tree fits.
+    fn fixed(nodes: &Nodes, size: u64) -> Result<Self, SeedImageError> {
+        let root_entries = (nodes.dir_bytes("") / DIR_ENTRY)
+            .next_multiple_of(16)
+            .max(MIN_ROOT_ENTRIES);
+        if !size.is_multiple_of(SECTOR as u64) || !(MIN_SIZE..=2 << 30).contains(&size) {
+            return Err(SeedImageError::TooLarge(format!(
+                "a FAT image of {size} bytes: use a multiple of 512 between 1 MiB and 2 GiB"
+            )));
+        }
+        let total = (size / SECTOR as u64) as usize;
+        for spc in [1usize, 2, 4, 8, 16, 32, 64] {
+            let Some(geo) = Geometry::layout(total, spc, root_entries) else {
+                continue;
+            };
+            let needed = nodes.data_clusters(geo.cluster_bytes());
+            if needed <= geo.clusters {
+                return Ok(geo);
+            }
+            return Err(SeedImageError::TooLarge(format!(
+                "the files need {} bytes, the {size}-byte FAT image holds {}",
+                needed * geo.cluster_bytes(),
+                geo.clusters * geo.cluster_bytes()
+            )));
+        }
+        Err(SeedImageError::TooLarge(format!(
+            "no FAT12/16 layout for {size} bytes"
+        )))
+    }
+
     /// The layout of `total` sectors with `spc` sectors per cluster, if its cluster count is
     /// valid for FAT16 (FAT12 when small enough).
     fn layout(total: usize, spc: usize, root_entries: usize) -> Option<Self> {
@@ -611,6 +669,36 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         out
+    }
+
+    #[test]
+    fn fixed_size_keeps_free_space_and_volume_id() {
+        let mut tree = SeedTree::new();
+        tree.insert("EFI/BOOT/BOOTX64.EFI", vec![1; 70_000])
+            .unwrap();
+        tree.insert("grub/grubenv", vec![b'#'; 1024]).unwrap();
+        let opts = VfatOptions {
+            size: Some(64 << 20),
+            volume_id: Some(0x1234_5678),
+        };
+        let img = build_vfat_with(&tree, "ESP", opts).unwrap();
+        assert_eq!(img.len(), 64 << 20);
+        assert_eq!(&img[39..43], &0x1234_5678u32.to_le_bytes());
+        assert_eq!(&img[54..62], b"FAT16   ");
+        assert_eq!(read_with_fatfs(&img, "grub/grubenv"), vec![b'#'; 1024]);
+        assert_eq!(img, build_vfat_with(&tree, "ESP", opts).unwrap());
+        let small = VfatOptions {
+            size: Some(1 << 20),
+            volume_id: None,
+        };
+        let mut big = SeedTree::new();
+        big.insert("k", vec![0; 2 << 20]).unwrap();
+        assert!(build_vfat_with(&big, "ESP", small).is_err());
+        let odd = VfatOptions {
+            size: Some((1 << 20) + 1),
+            volume_id: None,
+        };
+        assert!(build_vfat_with(&tree, "ESP", odd).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod iso;
 mod tree;
 
 #[cfg(feature = "write")]
-pub use fat::write_vfat;
+pub use fat::{VfatOptions, build_vfat_with, write_vfat};
 #[cfg(feature = "write")]
 pub use iso::write_iso;
 #[cfg(feature = "write")]

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use image_builder::{BuildOptions, Progress, apt};
+use image_builder::{BuildOptions, DiskFormat, Progress, apt};
 use image_spec::{ImageSpec, InitKind, Profile};
 
 /// Arguments of `virga build`.
@@ -24,12 +24,21 @@ pub struct BuildArgs {
     /// Use this prebuilt guest binary instead of building `virga-guest` with cargo.
     #[arg(long, value_name = "PATH")]
     pub guest_binary: Option<PathBuf>,
-    /// Print the manifest as JSON on stdout instead of the summary table.
+    /// Also write a bootable disk image in these formats (repeatable or comma-separated):
+    /// raw, qcow2 (compressed), vmdk (streamOptimized), vhd (fixed, Azure), containerdisk
+    /// (KubeVirt OCI archive). Default: the spec's `disk.formats` (none in the default spec).
+    #[arg(long = "format", value_name = "FORMAT", value_delimiter = ',', value_parser = parse_format)]
+    pub formats: Vec<DiskFormat>,
+    /// Print the manifest as JSON on stdout instead of the summary table (no progress lines).
     #[arg(long)]
     pub json: bool,
     /// Progress lines off.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+fn parse_format(s: &str) -> Result<DiskFormat, String> {
+    s.parse()
 }
 
 /// Loads the spec the way `virga build` and `virga run` agree on.
@@ -48,7 +57,18 @@ pub fn load_spec(path: Option<&Path>, profile: Option<Profile>) -> anyhow::Resul
 /// Runs `virga build`.
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let spec = load_spec(args.spec.as_deref(), args.profile)?;
-    let quiet = args.quiet;
+    let quiet = args.quiet || args.json;
+    let mut formats: Vec<DiskFormat> = if args.formats.is_empty() {
+        spec.disk
+            .formats
+            .iter()
+            .map(|f| parse_format(f).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        args.formats.clone()
+    };
+    formats.sort();
+    formats.dedup();
     let mut progress = |p: Progress| {
         if quiet {
             return;
@@ -78,6 +98,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         cache: apt::PackageCache::new(apt::cache_dir()),
         virga_version: env!("CARGO_PKG_VERSION").into(),
         mtime,
+        formats,
     };
     let report = image_builder::build(&spec, &opts, &mut progress)?;
     let m = &report.manifest;
@@ -108,6 +129,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         m.modules.len(),
         m.builtin_modules.len()
     )?;
+    if let Some(d) = &m.disk {
+        writeln!(
+            out,
+            "  disk             {} MiB, {} slot(s), {} partitions; slot A {} {} bytes, verity root {}",
+            d.size >> 20,
+            d.slots,
+            d.partitions.len(),
+            d.slot.filesystem,
+            d.slot.filesystem_bytes,
+            &d.verity.root_hash[..16]
+        )?;
+    }
     if let Some(g) = m.guest_binary_size {
         writeln!(out, "  guest binary     {g} bytes")?;
     }
@@ -176,7 +209,7 @@ fn cargo_build_guest(workspace: &Path, quiet: bool) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     if !quiet {
         eprintln!(
-            "[0/5] guest binary (cargo build --release --target {GUEST_TARGET} -p virga-guest)"
+            "[0] guest binary (cargo build --release --target {GUEST_TARGET} -p virga-guest)"
         );
     }
     let status = Command::new(&cargo)

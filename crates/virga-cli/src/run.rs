@@ -9,6 +9,7 @@ use boot_contract::ReadyReport;
 use boot_contract::console::{POWEROFF_LINE, READY_PREFIX};
 use clap::{Args, ValueEnum};
 use image_spec::ImageManifest;
+use vm_runner::disk::{DiskBoot, Firmware};
 use vm_runner::instance::InstanceOptions;
 use vm_runner::{AccelChoice, KernelCmdline, Vm, VmConfig, VmError};
 
@@ -46,12 +47,30 @@ pub enum MachineArg {
     Q35,
 }
 
+/// Firmware for `--disk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirmwareArg {
+    /// SeaBIOS (legacy BIOS) on the `pc` machine.
+    Bios,
+    /// OVMF (UEFI) on the `q35` machine.
+    Uefi,
+}
+
 /// Arguments of `virga run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Directory with vmlinuz, initramfs.img and manifest.json.
+    /// Directory with vmlinuz, initramfs.img and manifest.json (direct kernel boot).
     #[arg(long, value_name = "DIR", default_value = "out")]
     pub out: PathBuf,
+    /// Boot this disk image through firmware instead (`out/virga.qcow2`, raw, vmdk, vhd). The
+    /// image itself is not written: the VM writes to a qcow2 overlay, a fresh one per run, or
+    /// the one at --state, which then keeps the instance across runs.
+    #[arg(long, value_name = "FILE")]
+    pub disk: Option<PathBuf>,
+    /// Firmware for --disk: bios (SeaBIOS, machine pc) or uefi (OVMF, machine q35, seeds on
+    /// virtio unless --seed-bus says otherwise).
+    #[arg(long, value_enum, default_value = "bios", requires = "disk")]
+    pub firmware: FirmwareArg,
     /// Guest RAM in MiB.
     #[arg(long, default_value_t = 256)]
     pub memory: u32,
@@ -77,9 +96,9 @@ pub struct RunArgs {
     /// Accelerator.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
-    /// Machine type.
-    #[arg(long, value_enum, default_value = "pc")]
-    pub machine: MachineArg,
+    /// Machine type (default: pc; q35 for --firmware uefi).
+    #[arg(long, value_enum)]
+    pub machine: Option<MachineArg>,
     /// Print `{"wall_ms", "powered_off", "ready": <ready report>}` as JSON on stdout (with
     /// --expect-ready).
     #[arg(long)]
@@ -172,9 +191,10 @@ pub struct InstanceArgs {
     /// Seed disk filesystem (nocloud, configdrive).
     #[arg(long, value_enum, default_value = "iso")]
     pub seed_format: SeedFormatArg,
-    /// Seed disk bus (nocloud, configdrive).
-    #[arg(long, value_enum, default_value = "cdrom")]
-    pub seed_bus: SeedBusArg,
+    /// Seed disk bus (nocloud, configdrive); default cdrom, virtio on the q35 that
+    /// --firmware uefi picks.
+    #[arg(long, value_enum)]
+    pub seed_bus: Option<SeedBusArg>,
     /// Instance id (default: kept next to --state, else a fresh one per run).
     #[arg(long, value_name = "ID")]
     pub instance_id: Option<String>,
@@ -191,7 +211,8 @@ pub struct InstanceArgs {
     #[arg(long = "ssh-key", value_name = "FILE")]
     pub ssh_keys: Vec<PathBuf>,
     /// Persistent state disk (ext4 labelled virga-state), created when missing: semaphores,
-    /// host keys and the random seed survive reboots.
+    /// host keys and the random seed survive reboots. With --disk: the qcow2 overlay the VM
+    /// writes to (the disk's own state partition lives in it), created when missing.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// State disk bus: virtio (`/dev/vdX`) or nvme (`/dev/nvmeNn1`, as on EC2 Nitro).
@@ -212,7 +233,7 @@ pub struct InstanceArgs {
 }
 
 impl InstanceArgs {
-    fn options(&self) -> anyhow::Result<InstanceOptions> {
+    fn options(&self, default_seed_bus: SeedBusArg) -> anyhow::Result<InstanceOptions> {
         use vm_runner::instance::Datasource as D;
         let ds = match self.datasource {
             DatasourceArg::Nocloud => D::NoCloud,
@@ -228,7 +249,7 @@ impl InstanceArgs {
             SeedFormatArg::Iso => seed_image::SeedFormat::Iso,
             SeedFormatArg::Vfat => seed_image::SeedFormat::Vfat,
         };
-        o.seed_bus = self.seed_bus.drive_kind();
+        o.seed_bus = self.seed_bus.unwrap_or(default_seed_bus).drive_kind();
         o.state_bus = match self.state_bus {
             StateBusArg::Virtio => vm_runner::DriveKind::Virtio,
             StateBusArg::Nvme => vm_runner::DriveKind::Nvme,
@@ -262,13 +283,6 @@ pub const RUN_STATE: &str = ".virga-run.json";
 
 /// Runs `virga run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (kernel, initrd) = vm_runner::artifacts(&args.out)?;
-    let manifest = ImageManifest::load(&args.out).with_context(|| {
-        format!(
-            "{}: no readable manifest.json; run `virga build`",
-            args.out.display()
-        )
-    })?;
     let accel = vm_runner::accel::choose(match args.accel {
         AccelArg::Auto => AccelChoice::Auto,
         AccelArg::Kvm => AccelChoice::Kvm,
@@ -279,25 +293,68 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     {
         eprintln!("virga: KVM not usable ({reason}); using TCG software emulation");
     }
-    let mut cmdline = KernelCmdline::new(&manifest.cmdline);
-    cmdline.panic_stops_vm();
-    if let Some(extra) = &args.append {
-        cmdline.append(extra);
-    }
-    let mut cfg = VmConfig::new(kernel, initrd, cmdline, accel);
-    cfg.machine = match args.machine {
+    let runtime = tempfile::Builder::new()
+        .prefix("virga-run-")
+        .tempdir()
+        .context("cannot create a runtime directory")?;
+    let uefi = args.disk.is_some() && args.firmware == FirmwareArg::Uefi;
+    let machine = args.machine.unwrap_or(if uefi {
+        MachineArg::Q35
+    } else {
+        MachineArg::Pc
+    });
+    // The q35 that UEFI picks by itself has no IDE for a CD-ROM: seeds go on virtio there.
+    let default_seed_bus = if uefi && args.machine.is_none() {
+        SeedBusArg::Virtio
+    } else {
+        SeedBusArg::Cdrom
+    };
+    let mut instance = args.instance.options(default_seed_bus)?;
+    let mut cfg = match &args.disk {
+        Some(disk) => {
+            let (image, instance_id) =
+                disk_overlay(disk, args.instance.state.as_deref(), runtime.path())?;
+            if instance.instance_id.is_none() {
+                instance.instance_id = instance_id;
+            }
+            // The disk carries its own state partition.
+            instance.state = None;
+            let firmware = match args.firmware {
+                FirmwareArg::Bios => Firmware::Bios,
+                FirmwareArg::Uefi => Firmware::Uefi,
+            };
+            let boot = DiskBoot::new(&image, firmware, runtime.path())?;
+            let mut cmdline = KernelCmdline::new("");
+            cmdline.panic_stops_vm();
+            if let Some(extra) = &args.append {
+                cmdline.append(extra);
+            }
+            VmConfig::for_disk(boot, cmdline, accel)
+        }
+        None => {
+            let (kernel, initrd) = vm_runner::artifacts(&args.out)?;
+            let manifest = ImageManifest::load(&args.out).with_context(|| {
+                format!(
+                    "{}: no readable manifest.json; run `virga build`",
+                    args.out.display()
+                )
+            })?;
+            let mut cmdline = KernelCmdline::new(&manifest.cmdline);
+            cmdline.panic_stops_vm();
+            if let Some(extra) = &args.append {
+                cmdline.append(extra);
+            }
+            VmConfig::new(kernel, initrd, cmdline, accel)
+        }
+    };
+    cfg.machine = match machine {
         MachineArg::Pc => vm_runner::Machine::Pc,
         MachineArg::Q35 => vm_runner::Machine::Q35,
     };
     cfg.memory_mb = args.memory;
     cfg.cpus = args.cpus;
     cfg.log_file = args.log.clone();
-    let runtime = tempfile::Builder::new()
-        .prefix("virga-run-")
-        .tempdir()
-        .context("cannot create a runtime directory")?;
-    let attached =
-        vm_runner::instance::attach(&args.instance.options()?, &mut cfg, runtime.path())?;
+    let attached = vm_runner::instance::attach(&instance, &mut cfg, runtime.path())?;
     if let Some(id) = &attached.instance_id {
         eprintln!(
             "virga: instance {id} ({}) via {:?}",
@@ -323,7 +380,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cfg.echo = true;
         eprintln!(
             "virga: booting {} (serial console; Ctrl-A X quits QEMU)",
-            args.out.display()
+            args.disk.as_deref().unwrap_or(&args.out).display()
         );
         let mut vm = Vm::launch(&cfg)?;
         let status = match args.timeout {
@@ -342,6 +399,63 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         })
     }
+}
+
+/// The image a disk boot writes to: a fresh overlay of `disk` in `runtime`, or the overlay at
+/// `state` (created when missing; refused when `disk` was rebuilt since). Returns it and, with
+/// `state`, the instance id kept next to it.
+fn disk_overlay(
+    disk: &std::path::Path,
+    state: Option<&std::path::Path>,
+    runtime: &std::path::Path,
+) -> anyhow::Result<(PathBuf, Option<String>)> {
+    let format = vm_runner::disk::detect_format(disk)?;
+    let meta = std::fs::metadata(disk).with_context(|| format!("{}", disk.display()))?;
+    let stamp = format!(
+        "{}\n{}\n{:?}\n",
+        disk.canonicalize()?.display(),
+        meta.len(),
+        meta.modified().ok()
+    );
+    let Some(state) = state else {
+        let ov = runtime.join("disk.qcow2");
+        vm_runner::disk::overlay(disk, format, &ov)?;
+        return Ok((ov, None));
+    };
+    let sidecar = |ext: &str| {
+        let mut name = state
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        name.push(ext);
+        state.with_file_name(name)
+    };
+    let base = sidecar(".base");
+    if state.exists() {
+        let was = std::fs::read_to_string(&base).unwrap_or_default();
+        anyhow::ensure!(
+            was == stamp,
+            "--state {} was made on top of another build of {}; delete it (and {}) to start a \
+             fresh instance on this one",
+            state.display(),
+            disk.display(),
+            base.display()
+        );
+    } else {
+        vm_runner::disk::overlay(disk, format, state)?;
+        std::fs::write(&base, &stamp).with_context(|| format!("{}", base.display()))?;
+    }
+    let id_file = sidecar(".instance-id");
+    let id = match std::fs::read_to_string(&id_file) {
+        Ok(id) if !id.trim().is_empty() => id.trim().to_owned(),
+        _ => {
+            let id = metadata_server::InstanceSpec::generate_instance_id()?;
+            std::fs::write(&id_file, format!("{id}\n"))
+                .with_context(|| format!("{}", id_file.display()))?;
+            id
+        }
+    };
+    Ok((state.to_owned(), Some(id)))
 }
 
 /// Parses `--forward HOST:GUEST` (two TCP ports, neither 0).
@@ -475,6 +589,45 @@ mod tests {
             KernelCmdline::new("console=ttyS0"),
             vm_runner::Accel::Tcg { reason: "t".into() },
         )
+    }
+
+    #[test]
+    fn disk_overlay_keeps_the_instance_and_refuses_a_rebuilt_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let disk = d.path().join("virga.raw");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        // Without --state: a fresh overlay in the runtime directory, no kept instance id.
+        let (ov, id) = disk_overlay(&disk, None, d.path()).unwrap();
+        assert_eq!(ov, d.path().join("disk.qcow2"));
+        assert!(id.is_none());
+        assert_eq!(vm_runner::disk::detect_format(&ov).unwrap(), "qcow2");
+        // With --state: made once, reused with the same instance id.
+        let state = d.path().join("vm.qcow2");
+        let (a, id1) = disk_overlay(&disk, Some(&state), d.path()).unwrap();
+        let (b, id2) = disk_overlay(&disk, Some(&state), d.path()).unwrap();
+        assert_eq!(
+            (a.as_path(), b.as_path()),
+            (state.as_path(), state.as_path())
+        );
+        assert!(id1.is_some());
+        assert_eq!(id1, id2);
+        // A rebuilt disk under the same name: the overlay would no longer match it.
+        std::fs::write(&disk, vec![0u8; 2 << 20]).unwrap();
+        let e = disk_overlay(&disk, Some(&state), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("another build") && e.contains("delete it"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn firmware_needs_a_disk_and_uefi_defaults() {
+        assert!(parse(&["--firmware", "uefi"]).is_err());
+        let a = parse(&["--disk", "x.qcow2", "--firmware", "uefi"]).unwrap();
+        assert_eq!(a.firmware, FirmwareArg::Uefi);
+        assert!(a.machine.is_none() && a.instance.seed_bus.is_none());
     }
 
     #[test]

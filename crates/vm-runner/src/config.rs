@@ -107,6 +107,9 @@ pub struct VmConfig {
     pub log_file: Option<PathBuf>,
     /// Extra QEMU arguments, appended verbatim.
     pub extra_args: Vec<String>,
+    /// Boot this disk through firmware instead of `kernel`/`initrd`; `cmdline` then reaches
+    /// the guest through the disk's GRUB (see [`crate::disk`]).
+    pub disk_boot: Option<crate::disk::DiskBoot>,
 }
 
 impl VmConfig {
@@ -131,7 +134,16 @@ impl VmConfig {
             echo: false,
             log_file: None,
             extra_args: Vec::new(),
+            disk_boot: None,
         }
+    }
+
+    /// Defaults for booting a disk image (see [`crate::disk::DiskBoot`]); `cmdline` holds only
+    /// the host's extra kernel arguments.
+    pub fn for_disk(disk: crate::disk::DiskBoot, cmdline: KernelCmdline, accel: Accel) -> Self {
+        let mut c = Self::new(PathBuf::new(), PathBuf::new(), cmdline, accel);
+        c.disk_boot = Some(disk);
+        c
     }
 
     /// The kernel command line QEMU gets. With user-mode networking, a guest connection to
@@ -201,12 +213,22 @@ impl VmConfig {
         }
         push("-serial");
         push("chardev:con0");
-        push("-kernel");
-        push(&self.kernel.to_string_lossy());
-        push("-initrd");
-        push(&self.initrd.to_string_lossy());
-        push("-append");
-        push(&self.effective_cmdline());
+        match &self.disk_boot {
+            Some(d) => {
+                let cmdline = self.effective_cmdline();
+                for arg in d.qemu_args(&cmdline) {
+                    push(&arg);
+                }
+            }
+            None => {
+                push("-kernel");
+                push(&self.kernel.to_string_lossy());
+                push("-initrd");
+                push(&self.initrd.to_string_lossy());
+                push("-append");
+                push(&self.effective_cmdline());
+            }
+        }
         push("-device");
         push("virtio-rng-pci");
         if let Some(tap) = &self.tap {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub mod accel;
 mod config;
 mod console;
+pub mod disk;
 pub mod instance;
 mod qmp;
 mod sys;
@@ -103,7 +104,11 @@ pub fn qemu_available() -> bool {
 impl Vm {
     /// Starts QEMU.
     pub fn launch(cfg: &VmConfig) -> Result<Vm, VmError> {
-        for p in [&cfg.kernel, &cfg.initrd] {
+        let files = match &cfg.disk_boot {
+            Some(d) => vec![&d.image],
+            None => vec![&cfg.kernel, &cfg.initrd],
+        };
+        for p in files {
             if !p.is_file() {
                 return Err(VmError::Missing { path: p.clone() });
             }

@@ -157,6 +157,16 @@ pub const TEST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGh3KHDLrAa4DoEK0lmKyPg9QVMSYmOJvdtl6JVo8aEk virga-e2e";
 
 impl Guest {
+    /// A guest booted by the caller (its console shell started).
+    pub fn new(vm: Vm, ready: boot_contract::ReadyReport, runtime: tempfile::TempDir) -> Self {
+        Guest {
+            vm,
+            ready,
+            seq: 0,
+            runtime,
+        }
+    }
+
     /// Runs a shell command on the console and returns its output lines.
     pub fn sh(&mut self, cmd: &str) -> Vec<String> {
         self.seq += 1;
