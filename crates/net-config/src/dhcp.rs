@@ -319,9 +319,16 @@ fn select(links: &[Link], which: &Interfaces) -> Result<Vec<Link>, NetConfigErro
         found.cloned().ok_or(NetConfigError::NoSuchInterface(what))
     };
     let chosen: Vec<Link> = match which {
+        // Physical NICs (and veth pairs, which stand in for them in network namespaces): not
+        // the bond0 that loading `bonding` creates, nor bridges, VLANs and tunnels, which a
+        // configuration made on purpose and configures itself.
         Interfaces::All => links
             .iter()
-            .filter(|l| l.is_ethernet() && l.master.is_none())
+            .filter(|l| {
+                l.is_ethernet()
+                    && l.master.is_none()
+                    && l.kind.as_deref().is_none_or(|k| k == "veth")
+            })
             .cloned()
             .collect(),
         Interfaces::Names(names) => names

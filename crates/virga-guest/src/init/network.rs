@@ -118,10 +118,15 @@ pub fn stage(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
     Ok(StageResult::Ok)
 }
 
-/// Whether the kernel has a network interface other than the loopback (`/sys/class/net`).
-/// When the directory cannot be read, the answer is yes: let the network code find out.
+/// Whether the kernel has a network device: an interface backed by hardware
+/// (`/sys/class/net/*/device`), not the loopback nor virtual ones (the `bond0` that loading
+/// `bonding` creates). When the directory cannot be read, the answer is yes: let the network
+/// code find out.
 fn has_interfaces() -> bool {
-    std::fs::read_dir("/sys/class/net").map_or(true, |d| d.flatten().any(|e| e.file_name() != "lo"))
+    std::fs::read_dir("/sys/class/net").map_or(true, |d| {
+        d.flatten()
+            .any(|e| e.file_name() != "lo" && e.path().join("device").exists())
+    })
 }
 
 fn start_renewal(mut service: DhcpService) {
