@@ -121,11 +121,28 @@ const VARS: [&str; 5] = ["ORDER", "A_OK", "A_TRY", "B_OK", "B_TRY"];
 impl SlotEnv {
     /// A fresh two-slot image: `ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0`.
     pub fn fresh() -> SlotEnv {
+        SlotEnv::factory(2)
+    }
+
+    /// What an image with `slots` slots (1 or 2) ships: slot A good and untried, B empty;
+    /// `ORDER="A"` for a one-slot image (which never updates).
+    pub fn factory(slots: u8) -> SlotEnv {
         SlotEnv {
-            order: vec![Slot::A, Slot::B],
+            order: if slots >= 2 {
+                vec![Slot::A, Slot::B]
+            } else {
+                vec![Slot::A]
+            },
             ok: [true, false],
             tried: [false, false],
         }
+    }
+
+    /// A block holding just the five slot variables.
+    pub fn to_block(&self) -> EnvBlock {
+        let mut b = EnvBlock::default();
+        self.apply(&mut b);
+        b
     }
 
     /// The slot state in `block`, with grub.cfg's defaults for missing variables.
@@ -433,6 +450,9 @@ pub(crate) mod tests {
         let back = EnvBlock::parse(&bytes).unwrap();
         assert_eq!(SlotEnv::from_block(&back), fresh);
         assert_eq!(back.get("saved_entry"), Some("keep me"));
+        let one = SlotEnv::factory(1).to_block();
+        assert_eq!(one.get("ORDER"), Some("A"));
+        assert_eq!(one.vars().len(), 5);
         // GRUB treats anything but "0" as tried and anything but "1" as not ok.
         let mut b = EnvBlock::default();
         b.set("ORDER", "B junk A B");
