@@ -21,6 +21,8 @@ use update::manifest::{self, CheckContext, ManifestError, Outcome};
 use update::payload::{ReadbackChecker, SegmentKind, Sink, StreamVerifier};
 use update::{Channel, KeySet, Timestamp, Version};
 
+mod common;
+
 fn virga() -> Command {
     Command::new(env!("CARGO_BIN_EXE_virga"))
 }
@@ -970,4 +972,67 @@ fn release_refuses_bad_input() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(!r.repo.join("channels/alpha.json").exists());
+}
+
+/// The real thing: the default image built as a raw disk, released, served and installed;
+/// what lands in the stand-in slot is byte for byte the build's usr-A, usr-A-verity, vmlinuz and
+/// initramfs.img.
+#[test]
+#[ignore = "builds the default image; run with --include-ignored (./dev test)"]
+fn a_real_raw_build_is_released_and_installed() {
+    let out = common::image("update-raw", &["--format", "raw"]);
+    let t = tempfile::tempdir().unwrap();
+    let keys = t.path().join("keys");
+    ok(virga().args(["keys", "new", "--out"]).arg(&keys));
+    let repo = t.path().join("repo");
+    let v = version(0, 0);
+    let summary = ok(virga()
+        .arg("release")
+        .arg("--from")
+        .arg(&out)
+        .args(["--channel", "stable", "--version", &v.to_string(), "--key"])
+        .arg(keys.join("update.key"))
+        .arg("--out")
+        .arg(&repo)
+        .arg("--json"));
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(summary["root_hash"], m["disk"]["verity"]["root_hash"]);
+    let server = Server::start(&repo, &[]);
+    let target = t.path().join("slot");
+    let (got, _) = install(
+        &server.url,
+        Channel::Stable,
+        &keyset(&keys),
+        Version::new(1, 0, 0),
+        now(),
+        false,
+        FetchOptions::default(),
+        &target,
+    )
+    .unwrap();
+    assert_eq!(got, v);
+    let raw = std::fs::read(out.join("virga.raw")).unwrap();
+    let part = |label: &str| {
+        let p = m["disk"]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["label"] == label)
+            .unwrap();
+        p["start"].as_u64().unwrap() as usize
+    };
+    let usr = std::fs::read(target.join("usr")).unwrap();
+    assert!(usr[..] == raw[part("usr-A")..part("usr-A") + usr.len()]);
+    let tree = std::fs::read(target.join("usr-verity")).unwrap();
+    assert!(tree[..] == raw[part("usr-A-verity")..part("usr-A-verity") + tree.len()]);
+    assert!(
+        std::fs::read(target.join("kernel")).unwrap()
+            == std::fs::read(out.join("vmlinuz")).unwrap()
+    );
+    assert!(
+        std::fs::read(target.join("initramfs")).unwrap()
+            == std::fs::read(out.join("initramfs.img")).unwrap()
+    );
 }
