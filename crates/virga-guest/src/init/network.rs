@@ -110,9 +110,14 @@ pub fn stage(ctx: &Ctx) -> anyhow::Result<StageResult> {
 }
 
 /// Whether the kernel has a network interface other than the loopback (`/sys/class/net`).
-/// When the directory cannot be read, the answer is yes: let the network code find out.
+/// Only interfaces count (they have an `ifindex`): the bonding driver, when built in, adds a
+/// `bonding_masters` file there. When the directory cannot be read, the answer is yes: let the
+/// network code find out.
 fn has_interfaces() -> bool {
-    std::fs::read_dir("/sys/class/net").map_or(true, |d| d.flatten().any(|e| e.file_name() != "lo"))
+    std::fs::read_dir("/sys/class/net").map_or(true, |d| {
+        d.flatten()
+            .any(|e| e.file_name() != "lo" && e.path().join("ifindex").exists())
+    })
 }
 
 fn start_renewal(mut service: DhcpService) {
