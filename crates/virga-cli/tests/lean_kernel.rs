@@ -185,9 +185,13 @@ fn lean_kernel_build_is_reproducible() {
 fn spec_with_fragment(dir: &Path, fragment: &str) -> PathBuf {
     std::fs::write(dir.join("extra.config"), fragment).unwrap();
     let text = lean_spec_text().replacen(
-        "config = \"cloud\"",
-        "config = [\"cloud\", \"extra.config\"]",
+        "\nconfig = \"cloud\"\n",
+        "\nconfig = [\"cloud\", \"extra.config\"]\n",
         1,
+    );
+    assert!(
+        text.contains("\"extra.config\"]"),
+        "lean spec changed shape"
     );
     let spec = dir.join("virga.toml");
     std::fs::write(&spec, text).unwrap();
@@ -322,10 +326,11 @@ fn missing_kernel_features_are_named() {
     let dir = tempfile::tempdir().unwrap();
     // The cloud profile has dm-verity built in but no veth (that is container-host's).
     let text = lean_spec_text().replacen(
-        "config = \"cloud\"\n",
-        "config = \"cloud\"\nfeatures = [\"CONFIG_DM_VERITY\", \"CONFIG_VETH\", \"CONFIG_BRIDGE\"]\n",
+        "\nconfig = \"cloud\"\n",
+        "\nconfig = \"cloud\"\nfeatures = [\"CONFIG_DM_VERITY\", \"CONFIG_VETH\", \"CONFIG_BRIDGE\"]\n",
         1,
     );
+    assert!(text.contains("CONFIG_BRIDGE\"]"), "lean spec changed shape");
     let spec = dir.path().join("virga.toml");
     std::fs::write(&spec, text).unwrap();
     let out = dir.path().join("out");
