@@ -323,7 +323,7 @@ pub fn build(
         closure.order.len(),
         closure.builtin.len()
     )));
-    check_kernel_features(spec, &k, &closure)?;
+    check_kernel_features(spec, &k, &closure, disk_wanted)?;
     timed("modules", t);
 
     // 3. Toolbox.
@@ -544,6 +544,7 @@ fn check_kernel_features(
     spec: &ImageSpec,
     k: &kernel::KernelFiles,
     closure: &kmod::Closure,
+    disk: bool,
 ) -> Result<(), BuildError> {
     let Some(path) = &k.config else {
         if spec.kernel.features.is_empty() {
@@ -558,7 +559,38 @@ fn check_kernel_features(
     let text = std::fs::read_to_string(path).map_err(|e| BuildError::io(path, e))?;
     let config = kconfig::KernelConfig::parse(&text);
     let carried: Vec<String> = closure.order.iter().map(|m| m.name.clone()).collect();
-    let missing = kconfig::check_features(&config, &spec.required_kernel_features(), &carried);
+    let mut wanted = spec.required_kernel_features();
+    if disk {
+        // A disk image's PID 1 opens the slot's dm-verity device and mounts its filesystem, and
+        // puts /var on an overlay on the state partition.
+        let fs = match spec.disk.system_fs {
+            image_spec::SystemFs::Squashfs => "CONFIG_SQUASHFS",
+            image_spec::SystemFs::Erofs => "CONFIG_EROFS_FS",
+        };
+        for (o, why) in [
+            (
+                "CONFIG_BLK_DEV_DM",
+                "a disk image's verified system (device mapper)",
+            ),
+            (
+                "CONFIG_DM_VERITY",
+                "a disk image's verified system (dm-verity)",
+            ),
+            (fs, "the filesystem of a disk image's system slot"),
+            ("CONFIG_EXT4_FS", "a disk image's state partition"),
+            (
+                "CONFIG_OVERLAY_FS",
+                "/var on a disk image's state partition",
+            ),
+            (
+                "CONFIG_VFAT_FS",
+                "the ESP (GRUB's environment block, slot kernels)",
+            ),
+        ] {
+            wanted.push(image_spec::KernelFeature::new(o, why));
+        }
+    }
+    let missing = kconfig::check_features(&config, &wanted, &carried);
     if missing.is_empty() {
         return Ok(());
     }
