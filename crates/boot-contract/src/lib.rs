@@ -132,6 +132,12 @@ pub struct Status {
     /// Whether `/var/lib/virga` is on a persistent state disk (labelled `virga-state`).
     #[serde(default)]
     pub persistent_state: bool,
+    /// How the state grew at this boot (`vda7 grown from 184 to 440 MiB; …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_grown: Option<String>,
+    /// The dm-verity root hash of the system mounted on `/usr` (disk images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_system: Option<String>,
     /// Which datasource answered and what it said about the instance.
     #[serde(default)]
     pub datasource: Option<DatasourceStatus>,
