@@ -72,25 +72,15 @@ pub fn parse_meta_data_lenient(
         .as_ref()
         .and_then(|n| n.get("instance-id"))
         .and_then(Node::scalar_string);
-    let iid = match given
-        .as_deref()
-        .map(|i| check_instance_id(WHAT, "instance-id", i))
-    {
-        Some(Ok(iid)) => iid,
-        other => {
-            let iid = fallback_instance_id(datasource, platform_id, input);
-            let why = match other {
-                Some(Err(_)) => "not 1-256 bytes without control characters",
-                _ => "missing",
-            };
-            problems.push(Problem::field(
-                WHAT,
-                "instance-id",
-                format!("{why}; using the fallback {iid}"),
-            ));
-            iid
-        }
-    };
+    let iid = instance_id_or_fallback(
+        WHAT,
+        "instance-id",
+        given.as_deref(),
+        datasource,
+        platform_id,
+        input,
+        &mut problems,
+    );
     let mut md = InstanceMetadata::new(datasource, iid);
     md.problems = problems;
     if let Some(node) = &node {
@@ -196,6 +186,35 @@ fn read_fields(node: &Node, md: &mut InstanceMetadata, limits: &Limits) {
 }
 
 /// Checks an instance id: non-empty after trimming, at most 256 bytes, no control characters.
+/// The instance id given in `field` of `what`, or — when it is missing or unusable — the
+/// stable fallback of [`fallback_instance_id`], with a problem that names it.
+pub(crate) fn instance_id_or_fallback(
+    what: &'static str,
+    field: &str,
+    given: Option<&str>,
+    datasource: Datasource,
+    platform_id: Option<&str>,
+    input: &[u8],
+    problems: &mut Vec<Problem>,
+) -> String {
+    match given.map(|i| check_instance_id(what, field, i)) {
+        Some(Ok(iid)) => iid,
+        other => {
+            let iid = fallback_instance_id(datasource, platform_id, input);
+            let why = match other {
+                Some(Err(_)) => "not 1-256 bytes without control characters",
+                _ => "missing",
+            };
+            problems.push(Problem::field(
+                what,
+                field,
+                format!("{why}; using the fallback {iid}"),
+            ));
+            iid
+        }
+    }
+}
+
 pub(crate) fn check_instance_id(
     what: &'static str,
     field: &str,

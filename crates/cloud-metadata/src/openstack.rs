@@ -160,25 +160,15 @@ pub fn parse_meta_data_lenient(
         .as_ref()
         .and_then(|n| n.get("uuid"))
         .and_then(Node::scalar_string);
-    let iid = match given
-        .as_deref()
-        .map(|u| crate::nocloud::check_instance_id(WHAT, "uuid", u))
-    {
-        Some(Ok(iid)) => iid,
-        other => {
-            let iid = crate::fallback_instance_id(datasource, platform_id, input);
-            let why = match other {
-                Some(Err(_)) => "not 1-256 bytes without control characters",
-                _ => "missing",
-            };
-            problems.push(Problem::field(
-                WHAT,
-                "uuid",
-                format!("{why}; using the fallback {iid}"),
-            ));
-            iid
-        }
-    };
+    let iid = crate::nocloud::instance_id_or_fallback(
+        WHAT,
+        "uuid",
+        given.as_deref(),
+        datasource,
+        platform_id,
+        input,
+        &mut problems,
+    );
     let mut md = InstanceMetadata::new(datasource, iid);
     md.problems = problems;
     if let Some(node) = &node {

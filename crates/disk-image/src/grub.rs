@@ -56,9 +56,8 @@ pub const BIOS_MODULES: &[&str] = &["biosdisk", "boot"];
 /// Extra modules for UEFI.
 pub const EFI_MODULES: &[&str] = &[];
 
-/// Size of a GRUB environment block.
-pub const ENV_BLOCK_SIZE: usize = 1024;
-const ENV_HEADER: &str = "# GRUB Environment Block\n";
+/// Size of a GRUB environment block (the codec is `update::grubenv`, shared with the guest).
+pub use update::grubenv::ENV_BLOCK_SIZE;
 
 /// Where the ESP files live (paths inside the FAT filesystem, without a leading slash).
 pub mod paths {
@@ -194,74 +193,22 @@ pub fn install_bios(
     Ok(())
 }
 
-/// The slot state GRUB keeps in its environment block (RAUC's variable names).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotEnv {
-    /// Slots in boot priority order, e.g. `['A', 'B']`.
-    pub order: Vec<char>,
-    /// Per slot (A, B): holds a bootable system.
-    pub ok: [bool; 2],
-    /// Per slot: started by GRUB and not marked good since.
-    pub tried: [bool; 2],
+/// The environment block a fresh image ships with `slots` slots (1 or 2): `ORDER="A B"`
+/// (`"A"`), `A_OK=1 A_TRY=0 B_OK=0 B_TRY=0`. The slot variables and the block codec live in the
+/// `update` crate (`update::slots`, `update::grubenv`), which the guest's update agent uses to
+/// change them.
+pub fn fresh_env_block(slots: u8) -> Result<Vec<u8>, DiskImageError> {
+    update::slots::SlotEnv::factory(slots)
+        .to_block()
+        .render()
+        .map_err(|e| DiskImageError::Invalid(e.to_string()))
 }
 
-impl SlotEnv {
-    /// A fresh image: slot A good and untried; B empty.
-    pub fn fresh(slots: u8) -> Self {
-        SlotEnv {
-            order: if slots >= 2 {
-                vec!['A', 'B']
-            } else {
-                vec!['A']
-            },
-            ok: [true, false],
-            tried: [false, false],
-        }
-    }
-
-    /// The `name=value` pairs, in a fixed order.
-    pub fn vars(&self) -> Vec<(String, String)> {
-        let b = |v: bool| if v { "1" } else { "0" }.to_owned();
-        let order: Vec<String> = self.order.iter().map(char::to_string).collect();
-        vec![
-            ("ORDER".into(), order.join(" ")),
-            ("A_OK".into(), b(self.ok[0])),
-            ("A_TRY".into(), b(self.tried[0])),
-            ("B_OK".into(), b(self.ok[1])),
-            ("B_TRY".into(), b(self.tried[1])),
-        ]
-    }
-}
-
-/// A GRUB environment block: the header line, `name=value` lines, `#` padding to 1024 bytes.
-pub fn env_block(vars: &[(String, String)]) -> Result<Vec<u8>, DiskImageError> {
-    let mut out = ENV_HEADER.as_bytes().to_vec();
-    for (k, v) in vars {
-        if k.is_empty() || k.contains(['=', '\n']) || v.contains('\n') {
-            return Err(DiskImageError::Invalid(format!("grubenv variable {k:?}")));
-        }
-        out.extend_from_slice(format!("{k}={v}\n").as_bytes());
-    }
-    if out.len() > ENV_BLOCK_SIZE {
-        return Err(DiskImageError::Invalid(
-            "grubenv variables exceed 1024 bytes".into(),
-        ));
-    }
-    out.resize(ENV_BLOCK_SIZE, b'#');
-    Ok(out)
-}
-
-/// Parses an environment block (as the guest or a test reads it back).
+/// Parses an environment block (as a test reads it back): its variables in order.
 pub fn parse_env_block(block: &[u8]) -> Option<Vec<(String, String)>> {
-    let text = std::str::from_utf8(block).ok()?;
-    let body = text.strip_prefix(ENV_HEADER)?;
-    Some(
-        body.lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-    )
+    update::grubenv::EnvBlock::parse(block)
+        .ok()
+        .map(|b| b.vars().to_vec())
 }
 
 /// The kernel command-line key that names the booted slot.
@@ -341,17 +288,21 @@ mod tests {
 
     #[test]
     fn env_block_is_1024_bytes_and_parses() {
-        let env = SlotEnv::fresh(2);
-        let b = env_block(&env.vars()).unwrap();
+        let b = fresh_env_block(2).unwrap();
         assert_eq!(b.len(), ENV_BLOCK_SIZE);
-        assert!(b.starts_with(ENV_HEADER.as_bytes()));
+        let mut want =
+            b"# GRUB Environment Block\nORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=0\nB_TRY=0\n".to_vec();
+        want.resize(ENV_BLOCK_SIZE, b'#');
+        assert_eq!(b, want, "the bytes images have always shipped");
         let back = parse_env_block(&b).unwrap();
         assert_eq!(back[0], ("ORDER".into(), "A B".into()));
         assert_eq!(back[1], ("A_OK".into(), "1".into()));
         assert_eq!(back[3], ("B_OK".into(), "0".into()));
-        assert!(env_block(&[("a=b".into(), "c".into())]).is_err());
-        assert!(env_block(&[("a".into(), "x".repeat(1100))]).is_err());
-        assert_eq!(SlotEnv::fresh(1).vars()[0].1, "A");
+        assert_eq!(
+            parse_env_block(&fresh_env_block(1).unwrap()).unwrap()[0].1,
+            "A"
+        );
+        assert!(parse_env_block(&b[..100]).is_none());
     }
 
     #[test]

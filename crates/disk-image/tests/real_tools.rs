@@ -97,11 +97,7 @@ fn verity_tree_matches_veritysetup() {
 fn grubenv_reads_back_with_grub_editenv() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("grubenv");
-    std::fs::write(
-        &p,
-        grub::env_block(&grub::SlotEnv::fresh(2).vars()).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&p, grub::fresh_env_block(2).unwrap()).unwrap();
     let out = ok(
         Command::new("grub-editenv").arg(&p).arg("list"),
         "grub-common",
@@ -209,11 +205,8 @@ fn small_disk() -> SmallDisk {
     };
     let layout = Layout::plan(&params, b"seed", &v.root_hash).unwrap();
     let mut esp = seed_image::SeedTree::new();
-    esp.insert(
-        grub::paths::GRUB_ENV,
-        grub::env_block(&grub::SlotEnv::fresh(2).vars()).unwrap(),
-    )
-    .unwrap();
+    esp.insert(grub::paths::GRUB_ENV, grub::fresh_env_block(2).unwrap())
+        .unwrap();
     esp.insert(
         grub::paths::GRUB_CFG,
         grub::grub_cfg("console=ttyS0", 2).into_bytes(),

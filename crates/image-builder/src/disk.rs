@@ -290,11 +290,8 @@ pub fn build_disk(
         grub::grub_cfg(&cmdline, d.slots).into_bytes(),
     )
     .map_err(fat)?;
-    esp.insert(
-        grub::paths::GRUB_ENV,
-        grub::env_block(&grub::SlotEnv::fresh(d.slots).vars())?,
-    )
-    .map_err(fat)?;
+    esp.insert(grub::paths::GRUB_ENV, grub::fresh_env_block(d.slots)?)
+        .map_err(fat)?;
     esp.insert(&grub::paths::kernel('A'), vmlinuz.to_vec())
         .map_err(fat)?;
     esp.insert(&grub::paths::initrd('A'), initramfs.to_vec())

@@ -8,9 +8,12 @@ use clap::{Parser, Subcommand};
 mod build;
 mod keys;
 mod metadata;
+mod release;
 mod run;
 mod ssh;
 mod unikernel;
+mod update_keys;
+mod update_server;
 
 /// virga: lean operating system images for clouds, containers and unikernels.
 #[derive(Debug, Parser)]
@@ -38,6 +41,13 @@ enum Command {
     /// Unikernels: build and run one application on the unix, microvm or hvt target.
     #[command(subcommand)]
     Unikernel(unikernel::UnikernelCommand),
+    /// Update signing keys: new, rotate (docs/updates.md).
+    #[command(subcommand)]
+    Keys(update_keys::KeysCommand),
+    /// Publish a built disk image as a signed release in an update repository.
+    Release(release::ReleaseArgs),
+    /// Serve an update repository over HTTP (with Range requests, for resume).
+    UpdateServer(update_server::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +60,9 @@ fn main() -> ExitCode {
         Command::MetadataServer(args) => metadata::run_server(args).map(|()| ExitCode::SUCCESS),
         Command::Seed(args) => metadata::run_seed(args).map(|()| ExitCode::SUCCESS),
         Command::Unikernel(cmd) => unikernel::run(cmd),
+        Command::Keys(cmd) => update_keys::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Release(args) => release::run(args).map(|()| ExitCode::SUCCESS),
+        Command::UpdateServer(args) => update_server::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
