@@ -54,6 +54,11 @@ pub struct CloudConfig {
     pub final_message: Option<String>,
     /// `power_state`.
     pub power_state: Option<PowerState>,
+    /// virga's own sections (`virga.update`, `virga.containers`, …: top-level keys starting
+    /// with `virga.`), as JSON, for the agents that own them to validate. A later part's
+    /// section replaces an earlier one's.
+    #[serde(default)]
+    pub virga: std::collections::BTreeMap<String, serde_json::Value>,
     /// Top-level keys virga does not support, sorted, without duplicates.
     pub unknown_keys: Vec<String>,
     /// Everything dropped or ignored, one message each.
@@ -340,6 +345,9 @@ pub fn cloud_config_from_node(node: &Node, limits: &Limits) -> Result<CloudConfi
                     "cloud-config: {key} is not supported; virga's merge rule applies"
                 ));
             }
+            section if section.starts_with("virga.") && section.len() > "virga.".len() => {
+                cc.virga.insert(section.to_owned(), value.to_json());
+            }
             other => {
                 cc.unknown_keys.push(other.to_owned());
             }
@@ -398,6 +406,7 @@ impl CloudConfig {
                 self.ssh_authorized_keys.push(k);
             }
         }
+        self.virga.extend(later.virga);
         self.write_files.extend(later.write_files);
         self.bootcmd.extend(later.bootcmd);
         self.runcmd.extend(later.runcmd);
@@ -1020,6 +1029,22 @@ apt:\n  preserve_sources_list: true\npackages: [vim]\n"
         ] {
             assert!(w.contains(needle), "missing warning about {needle}: {w}");
         }
+    }
+
+    #[test]
+    fn virga_sections_are_kept_raw_and_later_parts_win() {
+        let a = cc("virga.update:\n  url: http://10.0.2.2:8080/\n  channel: beta\nvirga.: x\n");
+        assert_eq!(
+            a.virga["virga.update"],
+            serde_json::json!({"url": "http://10.0.2.2:8080/", "channel": "beta"})
+        );
+        assert_eq!(a.unknown_keys, ["virga."]);
+        let mut m = a.clone();
+        m.merge(cc("virga.update: {channel: alpha}\n"));
+        assert_eq!(
+            m.virga["virga.update"],
+            serde_json::json!({"channel": "alpha"})
+        );
     }
 
     #[test]

@@ -218,6 +218,19 @@ pub struct InstanceArgs {
     /// State disk bus: virtio (`/dev/vdX`) or nvme (`/dev/nvmeNn1`, as on EC2 Nitro).
     #[arg(long, value_enum, default_value = "virtio")]
     pub state_bus: StateBusArg,
+    /// Point the guest's update agent at this repository (`virga update-server`, or any static
+    /// HTTP server): adds a `virga.update` cloud-config section with this `url` (and
+    /// `--update-channel`) to the user-data. From the guest, the host is 10.0.2.2.
+    #[arg(long, value_name = "URL")]
+    pub update_url: Option<String>,
+    /// The channel for `--update-url`.
+    #[arg(
+        long,
+        value_name = "CHANNEL",
+        default_value = "stable",
+        requires = "update_url"
+    )]
+    pub update_channel: String,
     /// Make the VM look like an instance of the datasource's cloud (SMBIOS system strings as EC2
     /// or OpenStack present them) and let the guest choose its datasources from its image's
     /// list, as it would there, instead of passing `virga.ds=`.
@@ -259,6 +272,12 @@ impl InstanceArgs {
         o.state = self.state.clone();
         o.server_args = self.server_args.clone();
         o.as_cloud = self.as_cloud;
+        if let Some(url) = &self.update_url {
+            o.cloud_config_sections.push((
+                "virga.update".into(),
+                serde_json::json!({ "url": url, "channel": self.update_channel }),
+            ));
+        }
         let read =
             |f: &PathBuf| std::fs::read(f).with_context(|| format!("cannot read {}", f.display()));
         o.user_data = self.user_data.as_ref().map(read).transpose()?;

@@ -60,6 +60,9 @@ pub struct InstanceOptions {
     pub public_keys: Vec<String>,
     /// User-data.
     pub user_data: Option<Vec<u8>>,
+    /// Extra cloud-config sections given to the guest as their own user-data part, merged after
+    /// the user's (`virga.update` for `virga run --update-url`): `(key, JSON value)`.
+    pub cloud_config_sections: Vec<(String, serde_json::Value)>,
     /// NoCloud network-config, or OpenStack network_data.json (JSON) for the OpenStack kinds.
     pub network_config: Option<Vec<u8>>,
     /// Persistent state disk, created when missing.
@@ -89,6 +92,7 @@ impl InstanceOptions {
             hostname: "virga-vm".into(),
             public_keys: Vec::new(),
             user_data: None,
+            cloud_config_sections: Vec::new(),
             network_config: None,
             state: None,
             server_exe,
@@ -279,6 +283,37 @@ pub fn attach(
     Ok(attached)
 }
 
+/// The user's user-data, with the extra cloud-config sections as a part of their own (a MIME
+/// multipart when there is both). JSON is YAML, so each section is written as JSON.
+fn combined_user_data(opts: &InstanceOptions) -> Option<Vec<u8>> {
+    if opts.cloud_config_sections.is_empty() {
+        return opts.user_data.clone();
+    }
+    let mut extra = String::from("#cloud-config\n");
+    for (k, v) in &opts.cloud_config_sections {
+        extra.push_str(&format!("{k}: {v}\n"));
+    }
+    let Some(user) = &opts.user_data else {
+        return Some(extra.into_bytes());
+    };
+    let boundary = "==virga-run-boundary==";
+    let mut out = format!(
+        "Content-Type: multipart/mixed; boundary=\"{boundary}\"\nMIME-Version: 1.0\n\n--{boundary}\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n"
+    )
+    .into_bytes();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(user);
+    for line in b64.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(
+        format!("--{boundary}\nContent-Type: text/cloud-config\n\n{extra}--{boundary}--\n")
+            .as_bytes(),
+    );
+    Some(out)
+}
+
 fn instance_spec(opts: &InstanceOptions) -> Result<InstanceSpec, VmError> {
     let instance_id = match (&opts.instance_id, &opts.state) {
         (Some(id), _) => id.clone(),
@@ -304,7 +339,7 @@ fn instance_spec(opts: &InstanceOptions) -> Result<InstanceSpec, VmError> {
         .enumerate()
         .filter_map(|(i, k)| PublicKey::from_openssh(k, i))
         .collect();
-    spec.user_data = opts.user_data.clone();
+    spec.user_data = combined_user_data(opts);
     if let Some(data) = &opts.network_config {
         match opts.datasource {
             Datasource::ConfigDrive | Datasource::OpenStack => {
@@ -400,6 +435,27 @@ mod tests {
                 .is_file()
         );
         assert!(c.render_contains("virga.ds=ec2,none"));
+    }
+
+    #[test]
+    fn extra_sections_join_the_users_user_data_as_a_part() {
+        let limits = cloud_metadata::Limits::default();
+        let mut o = InstanceOptions::new(Datasource::NoCloud, "/bin/false".into());
+        o.cloud_config_sections = vec![(
+            "virga.update".into(),
+            serde_json::json!({"url": "http://10.0.2.2:8080/"}),
+        )];
+        let alone = combined_user_data(&o).unwrap();
+        let ud = cloud_metadata::parse_user_data(&alone, &limits).unwrap();
+        let cc = cloud_metadata::CloudConfig::from_user_data(&ud, None, &limits);
+        assert_eq!(cc.virga["virga.update"]["url"], "http://10.0.2.2:8080/");
+        o.user_data = Some(b"#!/bin/sh\necho mine\n".to_vec());
+        let both = combined_user_data(&o).unwrap();
+        let ud = cloud_metadata::parse_user_data(&both, &limits).unwrap();
+        assert_eq!(ud.parts.len(), 2, "{ud:?}");
+        assert_eq!(ud.parts[0].content, b"#!/bin/sh\necho mine\n");
+        let cc = cloud_metadata::CloudConfig::from_user_data(&ud, None, &limits);
+        assert!(cc.virga.contains_key("virga.update"));
     }
 
     #[test]
