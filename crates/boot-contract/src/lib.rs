@@ -150,6 +150,9 @@ pub struct Status {
     /// SSH server: listening, host key fingerprints.
     #[serde(default)]
     pub ssh: Option<serde_json::Value>,
+    /// A disk image's update agent at boot: a rollback noticed, the slot marked good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<serde_json::Value>,
     /// Non-fatal problems.
     #[serde(default)]
     pub warnings: Vec<Problem>,

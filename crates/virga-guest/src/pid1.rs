@@ -125,6 +125,10 @@ pub fn main() -> ! {
         s.ready = true;
     });
     report::ready(&ctx, init_ms);
+    // A disk image's update agent: a try boot that got here is healthy (services up, SSH
+    // listening): mark its slot good; then the schedule, if virga.update names a repository.
+    crate::update::save_config(&ctx);
+    crate::update::start(Arc::clone(&ctx));
 
     supervisor::supervise(ctx)
 }

@@ -66,10 +66,19 @@ pub fn head_len(lba1: &[u8]) -> Option<u64> {
     Some(entries_lba * SECTOR + bytes)
 }
 
-/// Plans growing partition `number` (1-based) to the end of a disk of `disk_sectors` sectors.
-/// `head` is the disk from byte 0 through the primary entries (see [`head_len`]). `Ok(None)`:
-/// nothing to gain (less than a MiB of new space).
-pub fn plan(head: &[u8], disk_sectors: u64, number: u32) -> Result<Option<Growth>, GptError> {
+/// A primary GPT header and its entry array, checked (signature, sizes, both CRCs).
+struct Parsed<'a> {
+    hdr: &'a [u8],
+    hsize: usize,
+    alternate: u64,
+    last_usable: u64,
+    entries_lba: u64,
+    count: u32,
+    esize: u32,
+    entries: &'a [u8],
+}
+
+fn parse(head: &[u8]) -> Result<Parsed<'_>, GptError> {
     let s = SECTOR as usize;
     if head.len() < 2 * s {
         return Err(GptError::Invalid("too short"));
@@ -90,8 +99,6 @@ pub fn plan(head: &[u8], disk_sectors: u64, number: u32) -> Result<Option<Growth
     if u64_at(hdr, 24) != 1 {
         return Err(GptError::Invalid("not the primary header"));
     }
-    let alternate = u64_at(hdr, 32);
-    let last_usable = u64_at(hdr, 48);
     let entries_lba = u64_at(hdr, 72);
     let count = u32_at(hdr, 80);
     let esize = u32_at(hdr, 84);
@@ -112,6 +119,160 @@ pub fn plan(head: &[u8], disk_sectors: u64, number: u32) -> Result<Option<Growth
     if crc32fast::hash(entries) != u32_at(hdr, 88) {
         return Err(GptError::Invalid("entries CRC"));
     }
+    Ok(Parsed {
+        hdr,
+        hsize,
+        alternate: u64_at(hdr, 32),
+        last_usable: u64_at(hdr, 48),
+        entries_lba,
+        count,
+        esize,
+        entries,
+    })
+}
+
+/// One used GPT entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// 1-based number (the `N` of `vdaN`).
+    pub number: u32,
+    /// Unique partition GUID as the kernel and `blkid` print it (the PARTUUID), lowercase.
+    pub partuuid: String,
+    /// Partition name (UTF-16 in the entry).
+    pub name: String,
+}
+
+/// The used entries of a GPT (`head` as for [`plan`]).
+pub fn entries(head: &[u8]) -> Result<Vec<Entry>, GptError> {
+    let p = parse(head)?;
+    let mut out = Vec::new();
+    for i in 0..p.count as usize {
+        let e = &p.entries[i * p.esize as usize..(i + 1) * p.esize as usize];
+        if e[..16].iter().all(|b| *b == 0) {
+            continue;
+        }
+        let name: Vec<u16> = e[56..128]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|c| *c != 0)
+            .collect();
+        out.push(Entry {
+            number: i as u32 + 1,
+            partuuid: gpt_to_uuid(&e[16..32]),
+            name: String::from_utf16_lossy(&name),
+        });
+    }
+    Ok(out)
+}
+
+/// A GUID in GPT's mixed-endian byte order, as text.
+fn gpt_to_uuid(b: &[u8]) -> String {
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[3],
+        b[2],
+        b[1],
+        b[0],
+        b[5],
+        b[4],
+        b[7],
+        b[6],
+        b[8],
+        b[9],
+        b[10],
+        b[11],
+        b[12],
+        b[13],
+        b[14],
+        b[15]
+    )
+}
+
+/// The GPT bytes of a GUID given as its 16 bytes in text order (as a root hash's halves are).
+pub fn uuid_to_gpt(b: [u8; 16]) -> [u8; 16] {
+    [
+        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13],
+        b[14], b[15],
+    ]
+}
+
+/// Attribute bit 63: "do not discover automatically" (an empty slot).
+pub const NO_AUTO: u64 = 1 << 63;
+
+/// The writes that give partition `number` the unique GUID `guid` (GPT byte order) and clear
+/// the attribute bits `clear`: the backup entries and header first, then the primary ones.
+pub fn set_identity(
+    head: &[u8],
+    disk_sectors: u64,
+    number: u32,
+    guid: [u8; 16],
+    clear: u64,
+) -> Result<Vec<(u64, Vec<u8>)>, GptError> {
+    let p = parse(head)?;
+    if p.alternate >= disk_sectors {
+        return Err(GptError::Invalid("backup header beyond the disk"));
+    }
+    if number == 0 || number > p.count {
+        return Err(GptError::NoPartition(number));
+    }
+    let at = (number as usize - 1) * p.esize as usize;
+    if p.entries[at..at + 16].iter().all(|b| *b == 0) {
+        return Err(GptError::NoPartition(number));
+    }
+    let mut new_entries = p.entries.to_vec();
+    new_entries[at + 16..at + 32].copy_from_slice(&guid);
+    let attrs = u64_at(&new_entries, at + 48) & !clear;
+    new_entries[at + 48..at + 56].copy_from_slice(&attrs.to_le_bytes());
+    let entry_sectors = (new_entries.len() as u64).div_ceil(SECTOR);
+    let backup_entries = p.alternate - entry_sectors;
+    let crc = crc32fast::hash(&new_entries);
+    let primary = header(&p, 1, p.alternate, p.entries_lba, p.last_usable, crc);
+    let backup = header(&p, p.alternate, 1, backup_entries, p.last_usable, crc);
+    Ok(vec![
+        (backup_entries * SECTOR, new_entries.clone()),
+        (p.alternate * SECTOR, backup),
+        (p.entries_lba * SECTOR, new_entries),
+        (SECTOR, primary),
+    ])
+}
+
+/// A header sector from `p`'s with these fields and its CRC.
+fn header(
+    p: &Parsed<'_>,
+    my_lba: u64,
+    alt_lba: u64,
+    entries_at: u64,
+    last_usable: u64,
+    entries_crc: u32,
+) -> Vec<u8> {
+    let mut h = p.hdr[..p.hsize].to_vec();
+    h[24..32].copy_from_slice(&my_lba.to_le_bytes());
+    h[32..40].copy_from_slice(&alt_lba.to_le_bytes());
+    h[48..56].copy_from_slice(&last_usable.to_le_bytes());
+    h[72..80].copy_from_slice(&entries_at.to_le_bytes());
+    h[88..92].copy_from_slice(&entries_crc.to_le_bytes());
+    h[16..20].fill(0);
+    let crc = crc32fast::hash(&h);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    h.resize(SECTOR as usize, 0);
+    h
+}
+
+/// Plans growing partition `number` (1-based) to the end of a disk of `disk_sectors` sectors.
+/// `head` is the disk from byte 0 through the primary entries (see [`head_len`]). `Ok(None)`:
+/// nothing to gain (less than a MiB of new space).
+pub fn plan(head: &[u8], disk_sectors: u64, number: u32) -> Result<Option<Growth>, GptError> {
+    let s = SECTOR as usize;
+    let p = parse(head)?;
+    let (alternate, last_usable, entries_lba, count, esize, entries) = (
+        p.alternate,
+        p.last_usable,
+        p.entries_lba,
+        p.count,
+        p.esize,
+        p.entries,
+    );
+    let entry_bytes = entries.len() as u64;
     let entry_sectors = entry_bytes.div_ceil(SECTOR);
     if alternate >= disk_sectors || last_usable >= alternate {
         return Err(GptError::Invalid("backup header beyond the disk"));
@@ -150,21 +311,22 @@ pub fn plan(head: &[u8], disk_sectors: u64, number: u32) -> Result<Option<Growth
     let mut new_entries = entries.to_vec();
     new_entries[at + 40..at + 48].copy_from_slice(&new_last.to_le_bytes());
     let entries_crc = crc32fast::hash(&new_entries);
-    let header = |my_lba: u64, alt_lba: u64, entries_at: u64| {
-        let mut h = hdr[..hsize].to_vec();
-        h[24..32].copy_from_slice(&my_lba.to_le_bytes());
-        h[32..40].copy_from_slice(&alt_lba.to_le_bytes());
-        h[48..56].copy_from_slice(&new_last_usable.to_le_bytes());
-        h[72..80].copy_from_slice(&entries_at.to_le_bytes());
-        h[88..92].copy_from_slice(&entries_crc.to_le_bytes());
-        h[16..20].fill(0);
-        let crc = crc32fast::hash(&h);
-        h[16..20].copy_from_slice(&crc.to_le_bytes());
-        h.resize(s, 0);
-        h
-    };
-    let primary = header(1, new_alternate, entries_lba);
-    let backup = header(new_alternate, 1, new_backup_entries);
+    let primary = header(
+        &p,
+        1,
+        new_alternate,
+        entries_lba,
+        new_last_usable,
+        entries_crc,
+    );
+    let backup = header(
+        &p,
+        new_alternate,
+        1,
+        new_backup_entries,
+        new_last_usable,
+        entries_crc,
+    );
     Ok(Some(Growth {
         old_last_lba: old_last,
         new_last_lba: new_last,
@@ -256,6 +418,33 @@ pub(crate) mod tests {
                 .iter()
                 .all(|b| *b == 0)
         );
+    }
+
+    #[test]
+    fn entries_are_listed_and_an_identity_set() {
+        let n = 16 * 2048;
+        let mut d = disk(n, &[(2048, 8191), (8192, 16383)]);
+        let e = entries(&d).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[1].number, 2);
+        assert_eq!(e[1].partuuid, "02020202-0202-0202-0202-020202020202");
+        let id: [u8; 16] = core::array::from_fn(|i| i as u8);
+        let writes = set_identity(&d, n, 2, uuid_to_gpt(id), NO_AUTO).unwrap();
+        apply(
+            &mut d,
+            &Growth {
+                old_last_lba: 0,
+                new_last_lba: 0,
+                writes,
+            },
+        );
+        let e = entries(&d).unwrap();
+        assert_eq!(e[1].partuuid, "00010203-0405-0607-0809-0a0b0c0d0e0f");
+        // The backup header is valid and describes the same entries.
+        let b = (n as usize - 1) * 512;
+        assert_eq!(&d[b..b + 8], b"EFI PART");
+        assert_eq!(u64_at(&d[b..], 24), n - 1);
+        assert!(set_identity(&d, n, 3, [0; 16], 0).is_err());
     }
 
     #[test]

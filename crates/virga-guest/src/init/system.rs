@@ -69,7 +69,8 @@ pub struct Partition {
     pub partname: Option<String>,
 }
 
-/// Every partition the kernel knows (`/sys/class/block/*/uevent`).
+/// Every partition the kernel knows (`/sys/class/block/*/uevent`), with the PARTUUID read from
+/// its disk's GPT (the kernel's uevent names partitions but does not carry their GUIDs).
 pub fn partitions() -> Vec<Partition> {
     let Ok(dir) = std::fs::read_dir("/sys/class/block") else {
         return Vec::new();
@@ -78,11 +79,40 @@ pub fn partitions() -> Vec<Partition> {
         .flatten()
         .filter_map(|e| {
             let uevent = std::fs::read_to_string(e.path().join("uevent")).ok()?;
-            parse_uevent(&uevent)
+            let mut p = parse_uevent(&uevent)?;
+            if p.partuuid.is_none() {
+                p.partuuid = gpt_partuuid(&e.path());
+            }
+            Some(p)
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// The PARTUUID of the partition at `sys` (`/sys/class/block/vda3`), from its disk's GPT.
+fn gpt_partuuid(sys: &std::path::Path) -> Option<String> {
+    use crate::cloud::gpt;
+    use std::io::Read;
+    let number: u32 = std::fs::read_to_string(sys.join("partition"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let disk = std::fs::canonicalize(sys).ok()?;
+    let disk = disk.parent()?.file_name()?.to_str()?.to_owned();
+    let mut f = std::fs::File::open(format!("/dev/{disk}")).ok()?;
+    let mut lba01 = vec![0u8; 2 * gpt::SECTOR as usize];
+    f.read_exact(&mut lba01).ok()?;
+    let len = gpt::head_len(&lba01[gpt::SECTOR as usize..])?;
+    let mut head = lba01;
+    head.resize(len as usize, 0);
+    f.read_exact(&mut head[2 * gpt::SECTOR as usize..]).ok()?;
+    gpt::entries(&head)
+        .ok()?
+        .into_iter()
+        .find(|e| e.number == number)
+        .map(|e| e.partuuid)
 }
 
 /// A partition from its `uevent` text (`DEVTYPE=partition`, `MAJOR`, `MINOR`, `DEVNAME`,
