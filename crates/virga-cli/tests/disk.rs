@@ -342,8 +342,8 @@ fn qcow2_boots_to_ready_under_ovmf() {
 }
 
 /// The state partition on the disk keeps per-instance semaphores across a reboot; GRUB's
-/// environment block records the try (written with save_env on the ESP) so the second boot
-/// reports the fallback until the system marks its slot good.
+/// environment block records the try (written with save_env on the ESP), and the system marks
+/// its slot good once ready, so the second boot is a try again, not a fallback.
 #[test]
 #[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
 fn per_instance_script_runs_once_across_a_reboot_of_the_disk() {
@@ -397,6 +397,16 @@ fn per_instance_script_runs_once_across_a_reboot_of_the_disk() {
         s.verified_system.as_deref(),
         Some(m.disk.as_ref().unwrap().verity.root_hash.as_str())
     );
+    // The update agent marks the slot good after the ready line.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while g.status().update.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot A never marked good"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(g.status().update.unwrap()["marked_good"], true);
     g.poweroff();
 
     let runtime = tempfile::tempdir().unwrap();
@@ -413,11 +423,10 @@ fn per_instance_script_runs_once_across_a_reboot_of_the_disk() {
         "the script ran twice"
     );
     assert!(!g.status().datasource.unwrap().new_instance);
+    // The first boot marked slot A good (its update agent, after the ready line), so GRUB
+    // tries it again instead of falling back.
     let cmdline = g.sh1("cat /proc/cmdline");
-    assert!(
-        cmdline.contains("virga.slot=A virga.boot=fallback"),
-        "{cmdline}"
-    );
+    assert!(cmdline.contains("virga.slot=A virga.boot=try"), "{cmdline}");
     g.poweroff();
 }
 
