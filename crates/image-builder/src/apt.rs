@@ -102,6 +102,11 @@ impl PackageCache {
         Self { dir }
     }
 
+    /// The cache's root directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn record_path(&self, package: &str, version: Option<&str>) -> PathBuf {
         let key = match version {
             Some(v) => format!("{package}={}", sanitize(v)),
@@ -131,26 +136,7 @@ impl PackageCache {
             Some(v) => format!("{package}={v}"),
             None => package.to_owned(),
         };
-        let (record, offline) = match apt_cache_show(&spec) {
-            Ok(r) => (r, false),
-            Err(apt_err) => match self.load_record(package, version) {
-                Some(r) => {
-                    tracing::warn!(
-                        "apt cannot resolve {spec} ({apt_err}); using the cached record"
-                    );
-                    (r, true)
-                }
-                None => {
-                    return Err(BuildError::Package {
-                        package: spec,
-                        message: format!(
-                            "{apt_err}; it is not in virga's cache either. Check the name, \
-                             run `apt-get update`, or connect to the package mirror"
-                        ),
-                    });
-                }
-            },
-        };
+        let (record, offline) = self.resolve(package, version)?;
         let deb = self.deb_path(&record);
         if deb.exists() {
             if sha256_file(&deb)? == record.sha256 {
@@ -179,6 +165,41 @@ impl PackageCache {
             cached: false,
             offline,
         })
+    }
+
+    /// What apt's index says about `package` (at `version`, or apt's candidate), without
+    /// downloading it; the record is remembered for offline use. Without apt, the last record
+    /// cached for the same request is returned with `true` (offline).
+    pub fn resolve(
+        &self,
+        package: &str,
+        version: Option<&str>,
+    ) -> Result<(PackageRecord, bool), BuildError> {
+        let spec = match version {
+            Some(v) => format!("{package}={v}"),
+            None => package.to_owned(),
+        };
+        match apt_cache_show(&spec) {
+            Ok(r) => {
+                self.save_record(package, version, &r)?;
+                Ok((r, false))
+            }
+            Err(apt_err) => match self.load_record(package, version) {
+                Some(r) => {
+                    tracing::warn!(
+                        "apt cannot resolve {spec} ({apt_err}); using the cached record"
+                    );
+                    Ok((r, true))
+                }
+                None => Err(BuildError::Package {
+                    package: spec,
+                    message: format!(
+                        "{apt_err}; it is not in virga's cache either. Check the name, \
+                         run `apt-get update`, or connect to the package mirror"
+                    ),
+                }),
+            },
+        }
     }
 
     fn download(&self, r: &PackageRecord) -> Result<(), BuildError> {
@@ -340,7 +361,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), BuildError> {
     std::fs::rename(&tmp, path).map_err(|e| BuildError::io(path, e))
 }
 
-fn tempdir_in(parent: &Path) -> Result<PathBuf, BuildError> {
+pub(crate) fn tempdir_in(parent: &Path) -> Result<PathBuf, BuildError> {
     for n in 0..1000u32 {
         let p = parent.join(format!("tmp-{}-{n}", std::process::id()));
         match std::fs::create_dir(&p) {
@@ -355,7 +376,7 @@ fn tempdir_in(parent: &Path) -> Result<PathBuf, BuildError> {
     ))
 }
 
-fn sanitize(v: &str) -> String {
+pub(crate) fn sanitize(v: &str) -> String {
     v.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "+-.~".contains(c) {
@@ -367,7 +388,7 @@ fn sanitize(v: &str) -> String {
         .collect()
 }
 
-fn last_line(s: &str) -> String {
+pub(crate) fn last_line(s: &str) -> String {
     s.lines()
         .rev()
         .find(|l| !l.trim().is_empty() && !l.starts_with("W: Download is performed unsandboxed"))

@@ -23,6 +23,11 @@ pub struct KernelFiles {
     pub cached: bool,
     /// Whether apt was unreachable and a cached record was used.
     pub offline: bool,
+    /// The kernel's configuration (`/boot/config-<release>` of a Debian package, the final
+    /// `.config` of a lean kernel), when known: required features are checked against it.
+    pub config: Option<PathBuf>,
+    /// How long building it took, when it was built by this run (`source = "build"`).
+    pub build_time: Option<std::time::Duration>,
 }
 
 /// Fetches a Debian kernel package; a meta-package (`linux-image-cloud-amd64`) is followed to
@@ -60,7 +65,9 @@ fn from_unpacked(dir: &Path, p: &FetchedPackage) -> Result<KernelFiles, BuildErr
     })?;
     let modules_dir = dir.join("lib/modules").join(&release);
     let modules_dir = modules_dir.is_dir().then_some(modules_dir);
+    let config = dir.join("boot").join(format!("config-{release}"));
     Ok(KernelFiles {
+        config: config.is_file().then_some(config),
         release,
         vmlinuz,
         modules_dir,
@@ -68,6 +75,7 @@ fn from_unpacked(dir: &Path, p: &FetchedPackage) -> Result<KernelFiles, BuildErr
         origin_sha256: p.record.sha256.clone(),
         cached: p.cached,
         offline: p.offline,
+        build_time: None,
     })
 }
 
@@ -84,6 +92,33 @@ fn find_vmlinuz(dir: &Path) -> Option<(PathBuf, String)> {
         .collect();
     found.sort();
     found.pop()
+}
+
+/// The lean kernel: built from Debian's `linux-source` with the spec's fragments, or taken
+/// from the cache.
+pub fn build(
+    cache: &PackageCache,
+    req: &crate::kbuild::KernelRequest,
+    progress: &mut dyn FnMut(crate::Progress),
+) -> Result<KernelFiles, BuildError> {
+    let t = std::time::Instant::now();
+    let k = crate::kbuild::build(cache, req, progress)?;
+    Ok(KernelFiles {
+        release: k.info.release.clone(),
+        vmlinuz: k.vmlinuz(),
+        modules_dir: Some(k.modules_dir()),
+        origin: format!(
+            "build:{}={}+{}",
+            k.info.source_package,
+            k.info.source_version,
+            k.info.configs.join("+")
+        ),
+        origin_sha256: k.info.key.clone(),
+        cached: k.cached,
+        offline: k.offline,
+        config: Some(k.config()),
+        build_time: (!k.cached).then(|| t.elapsed()),
+    })
 }
 
 /// Uses a local kernel. The release comes from the modules directory's name, else from the
@@ -111,7 +146,11 @@ pub fn local(vmlinuz: &Path, modules_dir: Option<&Path>) -> Result<KernelFiles, 
         }
         None => header_release,
     };
+    // Debian's /boot layout: config-<release> next to vmlinuz-<release>.
+    let config = vmlinuz.with_file_name(format!("config-{release}"));
     Ok(KernelFiles {
+        config: config.is_file().then_some(config),
+        build_time: None,
         release,
         vmlinuz: vmlinuz.to_owned(),
         modules_dir: modules_dir.map(Path::to_owned),

@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 
 pub mod apt;
 pub mod disk;
+pub mod kbuild;
+pub mod kconfig;
 pub mod kernel;
 pub mod kmod;
 pub mod tree;
@@ -97,6 +99,44 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// A step of the lean kernel's build failed.
+    #[error("kernel build: {step} failed: {message}{}", log.as_ref().map(|l| format!("\n  full log: {}", l.display())).unwrap_or_default())]
+    KernelBuild {
+        /// The step (`make bzImage`, `unpacking the kernel source`, …).
+        step: String,
+        /// What happened: the end of the output, or the reason.
+        message: String,
+        /// The step's full log, when it is kept.
+        log: Option<PathBuf>,
+    },
+    /// Settings of the configuration fragments did not survive `make olddefconfig`: the
+    /// fragment does not fit this kernel version.
+    #[error(
+        "kernel config: the fragments do not fit the kernel source in {}:\n  {}\n  Fix the \
+         fragment (docs/kernel.md: how to add an option): an option may have been renamed or \
+         removed in this version, or need another option turned on first",
+        source_dir.display(),
+        mismatches.join("\n  ")
+    )]
+    KernelConfig {
+        /// The kernel source tree.
+        source_dir: PathBuf,
+        /// One line per setting that did not survive.
+        mismatches: Vec<String>,
+    },
+    /// The kernel lacks options the image needs.
+    #[error(
+        "kernel {release} lacks options this image needs:\n  {}\n  {fix}",
+        missing.join("\n  ")
+    )]
+    MissingFeatures {
+        /// Kernel release.
+        release: String,
+        /// One line per missing option, with who needs it.
+        missing: Vec<String>,
+        /// What to do about it for this kernel source.
+        fix: String,
+    },
 }
 
 impl BuildError {
@@ -122,6 +162,9 @@ pub enum Progress {
     },
     /// Detail about the current step.
     Detail(String),
+    /// Transient status of a long step (the kernel compilation), replaced by the next one:
+    /// a terminal shows it on one line.
+    Status(String),
 }
 
 /// Inputs to [`build`].
@@ -165,6 +208,8 @@ pub struct BuildReport {
     pub kernel_cached: bool,
     /// Whether apt was unreachable and cached records were used.
     pub offline: bool,
+    /// How long building the kernel took, when this run built it (`source = "build"`).
+    pub kernel_build_time: Option<Duration>,
 }
 
 /// Builds the image described by `spec`.
@@ -210,6 +255,15 @@ pub fn build(
             let modules = spec.kernel.modules_dir.as_ref().map(|m| base.join(m));
             kernel::local(&vmlinuz, modules.as_deref())?
         }
+        KernelSource::Build => {
+            let req = kbuild::KernelRequest {
+                package: spec.kernel.package.clone(),
+                version: spec.kernel.version.clone(),
+                fragments: kbuild::fragments(&spec.kernel_configs(), &spec.base_dir)?,
+                jobs: None,
+            };
+            kernel::build(&opts.cache, &req, progress)?
+        }
     };
     progress(Progress::Detail(format!(
         "{} from {}{}",
@@ -219,6 +273,8 @@ pub fn build(
             " (offline: cached)"
         } else if k.cached {
             " (cached)"
+        } else if k.build_time.is_some() {
+            " (built)"
         } else {
             " (downloaded)"
         }
@@ -246,7 +302,19 @@ pub fn build(
                     }
                 }
             }
-            (index.resolve(&wanted)?, Some(index))
+            let closure = index.resolve(&wanted).map_err(|e| match e {
+                BuildError::UnknownModule { name, release, .. }
+                    if spec.kernel.source == KernelSource::Build =>
+                {
+                    BuildError::Kernel(format!(
+                        "kernel module `{name}` is not built into kernel {release} (a lean \
+                         kernel has no loadable modules); add its CONFIG_ option to the kernel \
+                         config fragment (docs/kernel.md) or remove it from kernel.modules"
+                    ))
+                }
+                other => other,
+            })?;
+            (closure, Some(index))
         }
     };
     progress(Progress::Detail(format!(
@@ -255,6 +323,7 @@ pub fn build(
         closure.order.len(),
         closure.builtin.len()
     )));
+    check_kernel_features(spec, &k, &closure)?;
     timed("modules", t);
 
     // 3. Toolbox.
@@ -464,6 +533,50 @@ pub fn build(
         entries: tree.len(),
         kernel_cached: k.cached,
         offline: k.offline,
+        kernel_build_time: k.build_time,
+    })
+}
+
+/// Checks the options the image needs ([`ImageSpec::required_kernel_features`]) against the
+/// kernel's configuration. A kernel without a known configuration (a local one without
+/// `config-<release>` beside it) passes the implied checks, but not explicit `kernel.features`.
+fn check_kernel_features(
+    spec: &ImageSpec,
+    k: &kernel::KernelFiles,
+    closure: &kmod::Closure,
+) -> Result<(), BuildError> {
+    let Some(path) = &k.config else {
+        if spec.kernel.features.is_empty() {
+            return Ok(());
+        }
+        return Err(BuildError::Kernel(format!(
+            "kernel.features cannot be checked: kernel {} comes without its configuration; put it \
+             at config-{} next to the vmlinuz",
+            k.release, k.release
+        )));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| BuildError::io(path, e))?;
+    let config = kconfig::KernelConfig::parse(&text);
+    let carried: Vec<String> = closure.order.iter().map(|m| m.name.clone()).collect();
+    let missing = kconfig::check_features(&config, &spec.required_kernel_features(), &carried);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let fix = match spec.kernel.source {
+        KernelSource::Build => {
+            "Set them =y in a kernel config fragment (kernel.config; docs/kernel.md)".to_owned()
+        }
+        KernelSource::Debian => format!(
+            "Carry their modules (kernel.modules), or choose a kernel that has them: \
+             another kernel.package, or source = \"build\" (docs/kernel.md); checked against {}",
+            path.display()
+        ),
+        KernelSource::Local => format!("Checked against {}", path.display()),
+    };
+    Err(BuildError::MissingFeatures {
+        release: k.release.clone(),
+        missing: missing.iter().map(ToString::to_string).collect(),
+        fix,
     })
 }
 
@@ -668,6 +781,10 @@ fn add_spec_files(tree: &mut Tree, spec: &ImageSpec) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// log2 of the zstd window of a compressed initramfs (1 MiB): what the kernel allocates to
+/// unpack it.
+pub const ZSTD_WINDOW_LOG: u32 = 20;
+
 /// Compresses an initramfs deterministically (no timestamps, no file names).
 pub fn compress(data: &[u8], how: Compression) -> std::io::Result<Vec<u8>> {
     match how {
@@ -681,8 +798,12 @@ pub fn compress(data: &[u8], how: Compression) -> std::io::Result<Vec<u8>> {
             enc.finish()
         }
         Compression::Zstd => {
-            // The kernel's zstd decoder needs a bounded window; level 19 keeps it at 8 MiB.
+            // The kernel's initramfs unpacker allocates a decoding buffer as large as the
+            // frame's window, while RAM is at its tightest (kernel, compressed and unpacked
+            // archive all in memory): level 19's default 8 MiB window would cost 8 MiB of the
+            // VM's minimum RAM. A 1 MiB window costs about 1% of size on a virga image.
             let mut enc = zstd::stream::Encoder::new(Vec::new(), 19)?;
+            enc.window_log(ZSTD_WINDOW_LOG)?;
             enc.include_checksum(true)?;
             enc.write_all(data)?;
             enc.finish()
@@ -789,6 +910,26 @@ mod tests {
     fn zstd_round_trips() {
         let data = b"zstd initramfs".repeat(100);
         let a = compress(&data, Compression::Zstd).unwrap();
+        assert_eq!(zstd::stream::decode_all(&a[..]).unwrap(), data);
+    }
+
+    #[test]
+    fn zstd_window_is_small_for_the_kernel() {
+        // Frame header: magic, descriptor, then (without the single-segment flag) the window
+        // descriptor: exponent in the high 5 bits, 2^(10 + exponent) bytes, plus mantissa.
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let a = compress(&data, Compression::Zstd).unwrap();
+        assert_eq!(&a[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+        let descriptor = a[4];
+        assert_eq!(
+            descriptor & 0x20,
+            0,
+            "single-segment frames have no window descriptor"
+        );
+        let window_log = 10 + u32::from(a[5] >> 3);
+        assert!(window_log <= ZSTD_WINDOW_LOG, "window 2^{window_log}");
         assert_eq!(zstd::stream::decode_all(&a[..]).unwrap(), data);
     }
 

@@ -87,6 +87,56 @@ pub enum KernelSource {
     Debian,
     /// A local vmlinuz and modules directory.
     Local,
+    /// The lean kernel: Debian's `linux-source` package compiled with virga's configuration
+    /// fragments (`kernel/*.config`), every driver built in. Reference: `docs/kernel.md`.
+    Build,
+}
+
+/// Kernel configurations the repository ships (`kernel/<name>.config`), for `source = "build"`.
+pub const KERNEL_CONFIGS: &[&str] = &["cloud", "container-host"];
+
+/// A kernel option an image needs, and who asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelFeature {
+    /// Option name as in `.config`: `CONFIG_DM_VERITY`.
+    pub option: String,
+    /// Who needs it, for the error message: `kernel.features[0]`, `PID 1 mounts devtmpfs`, …
+    pub needed_by: String,
+}
+
+impl KernelFeature {
+    /// A requirement and its reason.
+    pub fn new(option: &str, needed_by: impl Into<String>) -> Self {
+        Self {
+            option: option.to_owned(),
+            needed_by: needed_by.into(),
+        }
+    }
+}
+
+/// Whether `name` is spelled like a Kconfig option in `.config`: `CONFIG_` and upper-case
+/// letters, digits or `_`.
+pub fn is_kernel_option(name: &str) -> bool {
+    name.strip_prefix("CONFIG_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    })
+}
+
+/// `config = "cloud"` or `config = ["cloud", "extra.config"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// Which program is PID 1.
@@ -120,12 +170,26 @@ pub struct KernelSpec {
     /// Where the kernel comes from.
     #[serde(default)]
     pub source: KernelSource,
-    /// Debian package (source = debian).
+    /// Debian package (source = debian); with source = build, the kernel whose version the
+    /// `linux-source` package must match (or a `linux-source-*` package itself).
     #[serde(default = "default_kernel_package")]
     pub package: String,
-    /// Pinned package version (source = debian).
+    /// Pinned package version (source = debian or build).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Configuration fragments for source = build, applied in order on top of `tinyconfig`:
+    /// names from [`KERNEL_CONFIGS`] or paths to `.config` fragments (relative to the spec).
+    /// Empty = `["cloud"]`.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub config: Vec<String>,
+    /// Kernel options the image requires (`CONFIG_DM_VERITY`): checked against the kernel's
+    /// configuration at build time; built in, or a module the image carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
     /// Kernel image (source = local).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vmlinuz: Option<PathBuf>,
@@ -402,6 +466,75 @@ impl ImageSpec {
             && self.toolbox()
     }
 
+    /// The configuration fragments of a `source = "build"` kernel, in order: `["cloud"]` when
+    /// the spec names none.
+    pub fn kernel_configs(&self) -> Vec<String> {
+        if self.kernel.config.is_empty() {
+            vec!["cloud".to_owned()]
+        } else {
+            self.kernel.config.clone()
+        }
+    }
+
+    /// Kernel options this image needs: the spec's `kernel.features`, and what the rest of the
+    /// spec implies (PID 1's mounts and system calls, the initramfs compression, the serial
+    /// console). `virga build` checks them against the chosen kernel's configuration.
+    pub fn required_kernel_features(&self) -> Vec<KernelFeature> {
+        let mut out = Vec::new();
+        let add = |out: &mut Vec<KernelFeature>, o: &str, why: &str| {
+            out.push(KernelFeature::new(o, why));
+        };
+        add(&mut out, "CONFIG_BLK_DEV_INITRD", "the initramfs");
+        match self.initramfs.compression {
+            Compression::Zstd => add(
+                &mut out,
+                "CONFIG_RD_ZSTD",
+                "initramfs.compression = \"zstd\"",
+            ),
+            Compression::Gzip => add(
+                &mut out,
+                "CONFIG_RD_GZIP",
+                "initramfs.compression = \"gzip\"",
+            ),
+            Compression::None => {}
+        }
+        add(&mut out, "CONFIG_BINFMT_ELF", "static ELF programs (/init)");
+        if self
+            .kernel
+            .cmdline
+            .split_whitespace()
+            .any(|a| a.starts_with("console=ttyS"))
+        {
+            add(
+                &mut out,
+                "CONFIG_SERIAL_8250_CONSOLE",
+                "console=ttyS… on kernel.cmdline",
+            );
+        }
+        if self.userland.init == InitKind::Virga {
+            for (o, why) in [
+                ("CONFIG_DEVTMPFS", "PID 1 mounts devtmpfs on /dev"),
+                ("CONFIG_PROC_FS", "PID 1 mounts /proc"),
+                ("CONFIG_SYSFS", "PID 1 mounts /sys"),
+                ("CONFIG_TMPFS", "PID 1 mounts tmpfs on /run and /tmp"),
+                (
+                    "CONFIG_UNIX98_PTYS",
+                    "PID 1 mounts devpts (console shell, SSH sessions)",
+                ),
+                ("CONFIG_FUTEX", "the guest binary's threads"),
+                ("CONFIG_SIGNALFD", "PID 1's service supervisor"),
+                ("CONFIG_INET", "the network stage"),
+                ("CONFIG_PACKET", "the DHCP client (raw packet sockets)"),
+            ] {
+                add(&mut out, o, why);
+            }
+        }
+        for (i, f) in self.kernel.features.iter().enumerate() {
+            add(&mut out, f, &format!("kernel.features[{i}]"));
+        }
+        out
+    }
+
     /// Applies a profile chosen on the command line.
     pub fn with_profile(mut self, profile: Profile) -> Self {
         self.profile = profile;
@@ -449,6 +582,38 @@ impl ImageSpec {
                     ));
                 }
             }
+            KernelSource::Build => {
+                if k.package.is_empty() || !k.package.chars().all(is_deb_name_char) {
+                    return Err(invalid(
+                        "kernel.package",
+                        format!(
+                            "`{}` is not a Debian package name (with source = \"build\" it names \
+                             the kernel whose linux-source version is built)",
+                            k.package
+                        ),
+                    ));
+                }
+                if k.vmlinuz.is_some() || k.modules_dir.is_some() {
+                    return Err(invalid(
+                        "kernel.vmlinuz",
+                        "only used with source = \"local\"; remove it or set source = \"local\""
+                            .into(),
+                    ));
+                }
+                for (i, c) in k.config.iter().enumerate() {
+                    let is_path = c.ends_with(".config") || c.contains('/');
+                    if c.trim().is_empty() || !(KERNEL_CONFIGS.contains(&c.as_str()) || is_path) {
+                        return Err(invalid(
+                            &format!("kernel.config[{i}]"),
+                            format!(
+                                "unknown kernel configuration `{c}`; use one of {} or a path to \
+                                 a fragment ending in `.config`",
+                                KERNEL_CONFIGS.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
             KernelSource::Local => {
                 if k.vmlinuz.is_none() {
                     return Err(invalid(
@@ -463,6 +628,25 @@ impl ImageSpec {
                             .into(),
                     ));
                 }
+            }
+        }
+        if k.source != KernelSource::Build && !k.config.is_empty() {
+            return Err(invalid(
+                "kernel.config",
+                "configuration fragments are only used with source = \"build\"; remove it or \
+                 set source = \"build\""
+                    .into(),
+            ));
+        }
+        for (i, f) in k.features.iter().enumerate() {
+            if !is_kernel_option(f) {
+                return Err(invalid(
+                    &format!("kernel.features[{i}]"),
+                    format!(
+                        "`{f}` is not a kernel option; write it as in .config, e.g. \
+                         \"CONFIG_DM_VERITY\""
+                    ),
+                ));
             }
         }
         if k.cmdline.len() > MAX_CMDLINE || k.cmdline.contains(['\n', '\0']) {
@@ -644,6 +828,78 @@ mod tests {
     fn local_kernel_needs_vmlinuz() {
         let e = parse("name = \"t\"\n[kernel]\nsource = \"local\"\n").unwrap_err();
         assert!(e.to_string().contains("vmlinuz"), "{e}");
+    }
+
+    #[test]
+    fn build_kernel_spec() {
+        let s = parse("name = \"t\"\n[kernel]\nsource = \"build\"\n").unwrap();
+        assert_eq!(s.kernel.source, KernelSource::Build);
+        assert_eq!(s.kernel_configs(), ["cloud"]);
+        let s = parse("name = \"t\"\n[kernel]\nsource = \"build\"\nconfig = \"container-host\"\n")
+            .unwrap();
+        assert_eq!(s.kernel_configs(), ["container-host"]);
+        let s = parse(
+            "name = \"t\"\n[kernel]\nsource = \"build\"\nconfig = [\"cloud\", \"extra/my.config\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.kernel_configs(), ["cloud", "extra/my.config"]);
+        let e =
+            parse("name = \"t\"\n[kernel]\nsource = \"build\"\nconfig = [\"cloud\", \"tiny\"]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("kernel.config[1]") && e.contains("container-host"),
+            "{e}"
+        );
+        let e = parse("name = \"t\"\n[kernel]\nconfig = \"cloud\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`kernel.config`") && e.contains("source = \"build\""),
+            "{e}"
+        );
+        let e = parse("name = \"t\"\n[kernel]\nsource = \"build\"\nvmlinuz = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kernel.vmlinuz"), "{e}");
+    }
+
+    #[test]
+    fn kernel_features_are_checked_and_implied() {
+        let e = parse("name = \"t\"\n[kernel]\nfeatures = [\"CONFIG_DM_VERITY\", \"dm_verity\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("kernel.features[1]") && e.contains("CONFIG_DM_VERITY"),
+            "{e}"
+        );
+        let s = parse("name = \"t\"\n[kernel]\nfeatures = [\"CONFIG_DM_VERITY\"]\n").unwrap();
+        let f = s.required_kernel_features();
+        let find = |o: &str| {
+            f.iter()
+                .find(|x| x.option == o)
+                .map(|x| x.needed_by.clone())
+        };
+        assert_eq!(
+            find("CONFIG_DM_VERITY").as_deref(),
+            Some("kernel.features[0]")
+        );
+        assert!(find("CONFIG_RD_GZIP").is_some(), "{f:?}");
+        assert!(find("CONFIG_RD_ZSTD").is_none(), "{f:?}");
+        assert!(find("CONFIG_DEVTMPFS").is_some(), "{f:?}");
+        assert!(find("CONFIG_SERIAL_8250_CONSOLE").is_some(), "{f:?}");
+        let b = ImageSpec::builtin();
+        let f = b.required_kernel_features();
+        assert!(f.iter().any(|x| x.option == "CONFIG_RD_ZSTD"), "{f:?}");
+        let busybox =
+            parse("name = \"t\"\n[kernel]\ncmdline = \"quiet\"\n[userland]\ninit = \"busybox\"\n")
+                .unwrap();
+        let f = busybox.required_kernel_features();
+        assert!(!f.iter().any(|x| x.option == "CONFIG_DEVTMPFS"), "{f:?}");
+        assert!(
+            !f.iter().any(|x| x.option == "CONFIG_SERIAL_8250_CONSOLE"),
+            "{f:?}"
+        );
     }
 
     #[test]

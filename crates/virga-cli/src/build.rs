@@ -69,13 +69,21 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     };
     formats.sort();
     formats.dedup();
+    let mut status = StatusLine::new();
     let mut progress = |p: Progress| {
         if quiet {
             return;
         }
         match p {
-            Progress::Step { index, total, what } => eprintln!("[{index}/{total}] {what}"),
-            Progress::Detail(d) => eprintln!("      {d}"),
+            Progress::Step { index, total, what } => {
+                status.clear();
+                eprintln!("[{index}/{total}] {what}");
+            }
+            Progress::Detail(d) => {
+                status.clear();
+                eprintln!("      {d}");
+            }
+            Progress::Status(s) => status.show(&s),
         }
     };
     let guest_binary = match spec.userland.init {
@@ -100,7 +108,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         mtime,
         formats,
     };
-    let report = image_builder::build(&spec, &opts, &mut progress)?;
+    let report = image_builder::build(&spec, &opts, &mut progress);
+    status.clear();
+    let report = report?;
     let m = &report.manifest;
     if args.json {
         print!("{}", m.to_json());
@@ -123,6 +133,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         "  kernel           {} ({})",
         m.kernel.release, m.kernel.origin
     )?;
+    if let Some(t) = report.kernel_build_time {
+        writeln!(
+            out,
+            "  kernel build     {} (cached for the next builds)",
+            image_builder::kbuild::human_duration(t)
+        )?;
+    }
     writeln!(
         out,
         "  modules          {} in image ({} requested built in)",
@@ -167,6 +184,55 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The transient status line of a long step: rewritten in place on a terminal; elsewhere (CI
+/// logs) printed as a normal line at most every 30 seconds.
+struct StatusLine {
+    tty: bool,
+    shown: bool,
+    last: Option<std::time::Instant>,
+}
+
+impl StatusLine {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            shown: false,
+            last: None,
+        }
+    }
+
+    fn show(&mut self, s: &str) {
+        if self.tty {
+            let width = terminal_width().saturating_sub(7).max(20);
+            let line: String = s.chars().take(width).collect();
+            eprint!("\r\x1b[2K      {line}");
+            let _ = std::io::stderr().flush();
+            self.shown = true;
+        } else if self
+            .last
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(30))
+        {
+            self.last = Some(std::time::Instant::now());
+            eprintln!("      {s}");
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[2K");
+            self.shown = false;
+        }
+    }
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(100)
 }
 
 /// Finds the guest binary: an explicit path, `$VIRGA_GUEST_BINARY`, a fresh cargo build when

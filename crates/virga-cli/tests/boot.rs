@@ -129,9 +129,10 @@ fn console_shell_is_supervised_and_poweroff_command_works() {
     })
     .unwrap();
     // Modules no stage waited for were still loading at the ready line; they all load in the
-    // background, and the status document says so when they are done.
+    // background, and the status document says so when they are done (at once when there are
+    // none: a lean kernel without /proc/modules has every driver built in).
     let want = image_spec::ImageManifest::load(&out).unwrap().modules.len();
-    vm.send("for i in $(seq 60); do grep -qE '\"modules_ms\": [0-9]' /run/virga/status.json && break; sleep 0.5; done; echo MOD''S=$(grep -cE '\"modules_ms\": [0-9]' /run/virga/status.json),$(grep -c ' Live ' /proc/modules)\n").unwrap();
+    vm.send("for i in $(seq 60); do grep -qE '\"modules_ms\": [0-9]' /run/virga/status.json && break; sleep 0.5; done; echo MOD''S=$(grep -cE '\"modules_ms\": [0-9]' /run/virga/status.json),$(cat /proc/modules 2>/dev/null | grep -c ' Live ')\n").unwrap();
     let mods = vm
         .wait_for("modules loaded", t, |l| l.starts_with("MODS="))
         .unwrap();

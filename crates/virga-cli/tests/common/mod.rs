@@ -35,27 +35,67 @@ pub fn scratch(name: &str) -> PathBuf {
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-/// Builds an image once per test process and returns its output directory.
+/// Which kernel the end-to-end tests boot: `VIRGA_TEST_KERNEL=lean` runs them on the lean
+/// kernel (`[kernel] source = "build"`, built once and cached), anything else (or nothing) on
+/// the default spec's Debian kernel. docs/kernel.md lists what differs.
+pub fn lean_kernel() -> bool {
+    std::env::var("VIRGA_TEST_KERNEL").is_ok_and(|v| v == "lean")
+}
+
+/// The repository's default spec with the lean kernel: same modules list (each must be built
+/// in), same everything else.
+pub fn lean_spec_text() -> String {
+    let text = image_spec::DEFAULT_SPEC_TOML;
+    assert!(
+        text.contains("\nsource = \"debian\"\n"),
+        "virga.toml changed shape"
+    );
+    text.replacen(
+        "\nsource = \"debian\"\n",
+        "\nsource = \"build\"\nconfig = \"cloud\"\n",
+        1,
+    )
+}
+
+/// [`lean_spec_text`] written to a file in the scratch area.
+pub fn lean_spec() -> PathBuf {
+    let p = scratch("lean.toml");
+    std::fs::write(&p, lean_spec_text()).unwrap();
+    p
+}
+
+/// Builds an image once per test process and returns its output directory. With
+/// `VIRGA_TEST_KERNEL=lean`, images built from the default spec get the lean kernel.
 pub fn image(name: &str, extra_args: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let out = scratch(name);
-    if built.lock().unwrap().iter().any(|n| n == name) {
+    let lean = lean_kernel() && !extra_args.contains(&"--spec");
+    let name = if lean {
+        format!("{name}-lean")
+    } else {
+        name.to_owned()
+    };
+    let out = scratch(&name);
+    if built.lock().unwrap().contains(&name) {
         return out;
     }
-    let o = run(virga()
-        .arg("build")
+    let mut cmd = virga();
+    cmd.arg("build")
         .arg("-q")
         .arg("--out")
         .arg(&out)
-        .args(extra_args));
+        .args(extra_args);
+    if lean {
+        cmd.arg("--spec").arg(lean_spec());
+    }
+    let o = run(&mut cmd);
     assert!(
         o.status.success(),
         "virga build {extra_args:?} failed:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    built.lock().unwrap().push(name.to_owned());
+    built.lock().unwrap().push(name);
     out
 }
 
