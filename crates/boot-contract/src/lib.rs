@@ -132,6 +132,12 @@ pub struct Status {
     /// Whether `/var/lib/virga` is on a persistent state disk (labelled `virga-state`).
     #[serde(default)]
     pub persistent_state: bool,
+    /// How the state grew at this boot (`vda7 grown from 184 to 440 MiB; …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_grown: Option<String>,
+    /// The dm-verity root hash of the system mounted on `/usr` (disk images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_system: Option<String>,
     /// Which datasource answered and what it said about the instance.
     #[serde(default)]
     pub datasource: Option<DatasourceStatus>,
@@ -144,6 +150,9 @@ pub struct Status {
     /// SSH server: listening, host key fingerprints.
     #[serde(default)]
     pub ssh: Option<serde_json::Value>,
+    /// A disk image's update agent at boot: a rollback noticed, the slot marked good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<serde_json::Value>,
     /// Non-fatal problems.
     #[serde(default)]
     pub warnings: Vec<Problem>,

@@ -83,6 +83,19 @@ pub fn usr_tree(tree: &Tree) -> (Tree, Vec<String>, Vec<String>) {
                     applets += 1;
                 }
             }
+            // Everything else the initramfs has under /usr (the `/usr/bin/virga` link, files a
+            // spec adds there) stays visible once the slot is mounted over /usr.
+            node if path.starts_with("/usr/") => {
+                let dest = &path["/usr".len()..];
+                if !usr.contains(dest) {
+                    match node {
+                        Node::Dir { mode } => usr.dir(dest, *mode),
+                        Node::File { data, mode } => usr.file(dest, data.clone(), *mode),
+                        Node::Symlink { target } => usr.symlink(dest, target),
+                        Node::CharDev { .. } => {}
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -432,6 +445,7 @@ mod tests {
         t.file("/bin/busybox", b"bb".to_vec(), 0o755);
         t.symlink("/bin/sh", "/bin/busybox");
         t.symlink("/usr/sbin/chroot", "/bin/busybox");
+        t.symlink("/usr/bin/virga", "/sbin/virga");
         t.symlink("/sbin/init", "virga");
         t.file("/sbin/virga", b"guest".to_vec(), 0o755);
         t.file("/lib/modules/6.1/kernel/a.ko", b"ko".to_vec(), 0o644);
@@ -445,6 +459,10 @@ mod tests {
         assert!(u.get("/sbin/init").is_none());
         assert!(u.get("/sbin/virga").is_none());
         assert!(u.contains("/lib/modules/6.1/kernel/a.ko"));
+        assert!(
+            matches!(u.get("/bin/virga"), Some(Node::Symlink { target }) if target == "/sbin/virga"),
+            "the initramfs's own /usr entries are kept"
+        );
         assert!(u.contains("/lib/os-release"));
         assert_eq!(holds.len(), 3, "{holds:?}");
         assert!(holds[1].contains("1 modules"), "{holds:?}");

@@ -767,7 +767,29 @@ fn add_busybox(tree: &mut Tree, bin: &Path, busybox_init: bool) -> Result<(), Bu
     Ok(())
 }
 
+/// Where a disk image's update agent finds its trusted keys (in the verified `/usr`).
+pub const UPDATE_KEYS_PATH: &str = "/usr/share/virga/update-keys.json";
+
 fn add_spec_files(tree: &mut Tree, spec: &ImageSpec) -> Result<(), BuildError> {
+    if let Some(keys) = &spec.update.keys {
+        let p = spec.base_dir.join(keys);
+        let bytes = std::fs::read(&p).map_err(|e| {
+            BuildError::Files(format!("update.keys: cannot read {}: {e}", p.display()))
+        })?;
+        let set = update::KeySet::from_json(&bytes).map_err(|e| {
+            BuildError::Files(format!(
+                "update.keys: {} is not a key set ({e}); make one with `virga keys new`",
+                p.display()
+            ))
+        })?;
+        if set.is_empty() {
+            return Err(BuildError::Files(format!(
+                "update.keys: {} holds no key",
+                p.display()
+            )));
+        }
+        tree.file(UPDATE_KEYS_PATH, bytes, 0o644);
+    }
     for f in &spec.files {
         let data = match (&f.source, &f.content) {
             (Some(src), _) => {

@@ -233,6 +233,17 @@ pub struct UserlandSpec {
     pub guest_binary: Option<PathBuf>,
 }
 
+/// `[update]`: A/B updates of disk images (`docs/updates.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSpec {
+    /// The trusted update key set (`keyset.json` from `virga keys new`), relative to the spec:
+    /// baked into the verified system as `/usr/share/virga/update-keys.json`. Without it the
+    /// image installs no update (verification is mandatory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<PathBuf>,
+}
+
 /// `[initramfs]`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -386,6 +397,9 @@ pub struct ImageSpec {
     /// `[disk]`
     #[serde(default)]
     pub disk: DiskSpec,
+    /// `[update]`
+    #[serde(default)]
+    pub update: UpdateSpec,
     /// Directory relative `source` paths are resolved against; not part of the spec text.
     #[serde(skip)]
     pub base_dir: PathBuf,

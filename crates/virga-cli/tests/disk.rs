@@ -342,8 +342,8 @@ fn qcow2_boots_to_ready_under_ovmf() {
 }
 
 /// The state partition on the disk keeps per-instance semaphores across a reboot; GRUB's
-/// environment block records the try (written with save_env on the ESP) so the second boot
-/// reports the fallback until the system marks its slot good.
+/// environment block records the try (written with save_env on the ESP), and the system marks
+/// its slot good once ready, so the second boot is a try again, not a fallback.
 #[test]
 #[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
 fn per_instance_script_runs_once_across_a_reboot_of_the_disk() {
@@ -371,12 +371,42 @@ fn per_instance_script_runs_once_across_a_reboot_of_the_disk() {
         "SMBIOS arguments reach the kernel: {cmdline}"
     );
     assert_eq!(g.sh1("wc -l < /var/lib/virga/count"), "1");
-    let mount = g.sh1("grep ' /var/lib/virga ' /proc/mounts");
+    let mounts = g.sh1("cat /proc/mounts");
     assert!(
-        mount.starts_with("/dev/vda"),
-        "state on the boot disk: {mount}"
+        mounts.contains("/dev/vda7 /run/virga/state ext4"),
+        "state on the boot disk: {mounts}"
     );
-    assert!(g.status().persistent_state);
+    assert!(
+        mounts.contains("overlay /var overlay"),
+        "/var on the state: {mounts}"
+    );
+    assert!(
+        mounts.contains(" /home ext4"),
+        "/home on the state: {mounts}"
+    );
+    assert!(
+        mounts.contains("/dev/dm-0 /usr squashfs ro"),
+        "the verified system on /usr: {mounts}"
+    );
+    // The system's own BusyBox answers from the verified /usr.
+    assert!(g.sh1("/usr/bin/busybox true && echo yes").ends_with("yes"));
+    let s = g.status();
+    assert!(s.persistent_state);
+    let m = ImageManifest::load(&out).unwrap();
+    assert_eq!(
+        s.verified_system.as_deref(),
+        Some(m.disk.as_ref().unwrap().verity.root_hash.as_str())
+    );
+    // The update agent marks the slot good after the ready line.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while g.status().update.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot A never marked good"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(g.status().update.unwrap()["marked_good"], true);
     g.poweroff();
 
     let runtime = tempfile::tempdir().unwrap();
@@ -393,10 +423,183 @@ fn per_instance_script_runs_once_across_a_reboot_of_the_disk() {
         "the script ran twice"
     );
     assert!(!g.status().datasource.unwrap().new_instance);
+    // The first boot marked slot A good (its update agent, after the ready line), so GRUB
+    // tries it again instead of falling back.
     let cmdline = g.sh1("cat /proc/cmdline");
+    assert!(cmdline.contains("virga.slot=A virga.boot=try"), "{cmdline}");
+    g.poweroff();
+}
+
+/// Writes `len` bytes of `pattern` at `offset` of a qcow2 (the guest's view of the disk).
+fn poke(qcow2: &Path, offset: u64, len: u64, pattern: u8) {
+    ok(
+        Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c"])
+            .arg(format!("write -P {pattern} {offset} {len}"))
+            .arg(qcow2),
+        "qemu-utils",
+    );
+}
+
+fn fresh_overlay(dir: &Path) -> (PathBuf, DiskInfo) {
+    let out = disk_image();
+    let overlay = dir.join("instance.qcow2");
+    vm_runner::disk::overlay(&out.join("virga.qcow2"), "qcow2", &overlay).unwrap();
+    let disk = ImageManifest::load(&out).unwrap().disk.unwrap();
+    (overlay, disk)
+}
+
+/// A disk enlarged with `qemu-img resize` gets its state partition and filesystem grown at the
+/// next boot (CirrOS's growroot), with what the state held kept.
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn the_state_grows_to_fill_an_enlarged_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (overlay, _) = fresh_overlay(dir.path());
+    let mut o = instance(vm_runner::instance::Datasource::NoCloud);
+    o.instance_id = Some("i-grow".into());
+    let runtime = tempfile::tempdir().unwrap();
+    let cfg = disk_vm(
+        &overlay,
+        vm_runner::disk::Firmware::Bios,
+        &o,
+        runtime.path(),
+    );
+    let mut g = boot_disk_guest(&cfg, runtime);
+    let before: u64 = g
+        .sh1("df -m /run/virga/state | tail -1 | awk '{print $2}'")
+        .parse()
+        .unwrap();
+    g.sh("echo kept > /var/lib/virga/kept.txt; sync");
+    g.poweroff();
+    ok(
+        Command::new("qemu-img")
+            .arg("resize")
+            .arg(&overlay)
+            .arg("+512M"),
+        "qemu-utils",
+    );
+    let runtime = tempfile::tempdir().unwrap();
+    let cfg = disk_vm(
+        &overlay,
+        vm_runner::disk::Firmware::Bios,
+        &o,
+        runtime.path(),
+    );
+    let mut g = boot_disk_guest(&cfg, runtime);
+    let after: u64 = g
+        .sh1("df -m /run/virga/state | tail -1 | awk '{print $2}'")
+        .parse()
+        .unwrap();
+    assert!(after >= before + 400, "{before} MiB → {after} MiB");
+    let s = g.status();
+    assert!(s.state_grown.is_some(), "{:?}", s.state_grown);
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(g.sh1("cat /var/lib/virga/kept.txt"), "kept");
+    g.poweroff();
+    // The GPT is valid at its new size, for the host's tools too.
+    let raw = dir.path().join("grown.raw");
+    ok(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&overlay)
+            .arg(&raw),
+        "qemu-utils",
+    );
+    let v = ok(Command::new("sgdisk").arg("-v").arg(&raw), "gdisk");
+    assert!(v.contains("No problems found"), "{v}");
+}
+
+/// One flipped byte in slot A's system: the kernel's dm-verity catches the read, and the
+/// machine restarts (here QEMU, run with -no-reboot, stops) instead of running a tampered
+/// system; it never reaches ready.
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn a_flipped_byte_in_the_system_never_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (overlay, disk) = fresh_overlay(dir.path());
+    // The squashfs superblock, read by the mount.
+    poke(&overlay, part(&disk, "usr-A").start + 8, 1, 0x55);
+    let o = instance(vm_runner::instance::Datasource::NoCloud);
+    let runtime = tempfile::tempdir().unwrap();
+    let cfg = disk_vm(
+        &overlay,
+        vm_runner::disk::Firmware::Bios,
+        &o,
+        runtime.path(),
+    );
+    let mut vm = Vm::launch(&cfg).expect("launch QEMU");
+    let r = vm.wait_for("ready line", Duration::from_secs(DISK_BOOT_TIMEOUT), |l| {
+        l.contains(boot_contract::console::READY_PREFIX)
+    });
+    let console = vm.lines().join("\n");
+    assert!(r.is_err(), "a tampered system reached ready:\n{console}");
     assert!(
-        cmdline.contains("virga.slot=A virga.boot=fallback"),
-        "{cmdline}"
+        console.contains("verity") && console.contains("corrupted"),
+        "no verity error on the console:\n{console}"
+    );
+}
+
+/// A state partition whose filesystem is damaged: the boot reaches ready, says so in status,
+/// and leaves the partition alone; a blank one (all zeros) gets a new filesystem.
+#[test]
+#[ignore = "boots QEMU; run with --include-ignored (./dev test)"]
+fn a_damaged_state_is_left_alone_and_a_blank_one_is_made_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let (overlay, disk) = fresh_overlay(dir.path());
+    let state = part(&disk, "virga-state");
+    // Garbage over the ext4 superblock.
+    poke(&overlay, state.start + 1024, 1024, 0xa5);
+    let o = instance(vm_runner::instance::Datasource::NoCloud);
+    let runtime = tempfile::tempdir().unwrap();
+    let cfg = disk_vm(
+        &overlay,
+        vm_runner::disk::Firmware::Bios,
+        &o,
+        runtime.path(),
+    );
+    let mut g = boot_disk_guest(&cfg, runtime);
+    let s = g.status();
+    assert!(s.ready && !s.persistent_state);
+    assert!(
+        s.errors
+            .iter()
+            .any(|e| e.source == "state" && e.message.contains("left alone")),
+        "{:?}",
+        s.errors
+    );
+    g.poweroff();
+    // Untouched: the garbage is still there.
+    let raw = dir.path().join("after.raw");
+    ok(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&overlay)
+            .arg(&raw),
+        "qemu-utils",
+    );
+    let sb = disk_image::writer::read_region(&raw, state.start + 1024, 16).unwrap();
+    assert!(
+        sb.iter().all(|b| *b == 0xa5),
+        "the damaged state was written to"
+    );
+
+    // All zeros: made anew, and used.
+    poke(&overlay, state.start, 1 << 20, 0);
+    let runtime = tempfile::tempdir().unwrap();
+    let cfg = disk_vm(
+        &overlay,
+        vm_runner::disk::Firmware::Bios,
+        &o,
+        runtime.path(),
+    );
+    let mut g = boot_disk_guest(&cfg, runtime);
+    let s = g.status();
+    assert!(s.persistent_state, "{:?}", s.errors);
+    assert!(
+        s.warnings.iter().any(|w| w.message.contains("was blank")),
+        "{:?}",
+        s.warnings
     );
     g.poweroff();
 }

@@ -20,6 +20,7 @@ pub fn usage() {
          apply             apply the saved metadata again (hostname, keys, seed, files)\n  \
          userdata          run user-data again (respecting per-instance/once semaphores)\n  \
          per FREQ NAME CMD…  run CMD once per boot|instance|once (or always) under NAME\n  \
+         update check|apply|status|rollback [--json]  A/B updates of a disk image\n  \
          sshd [--port N]   the SSH server (run by PID 1 as a service)\n  \
          poweroff [-f]     power the machine off cleanly (-f: now, without stopping services)\n  \
          reboot [-f]       reboot cleanly\n  \
@@ -44,6 +45,7 @@ pub fn run(applet: &str, args: &[String]) -> ExitCode {
             ("user-data", crate::cloud::userdata::stage_late),
         ]),
         "per" => per(args),
+        "update" => crate::update::applet(args),
         crate::cloud::worker::APPLET => crate::cloud::worker::main(),
         #[cfg(feature = "ssh")]
         "sshd" => crate::init::ssh::sshd_main(args),

@@ -17,6 +17,7 @@ mod init;
 mod log;
 mod pid1;
 mod sys;
+mod update;
 
 fn main() -> ExitCode {
     if std::process::id() == 1 {

@@ -84,6 +84,8 @@ pub fn main() -> ! {
         ("loopback", net::loopback, 1),
         ("hostname", hostname::stage, 1),
         ("state", crate::cloud::stage_state, 1),
+        // The verified system of a disk image's slot on /usr.
+        ("system", crate::init::system::stage, 1),
         // After `state`: the seed saved at the previous boot lives on the state disk.
         ("rng", rng::seed, 1),
         ("datasource-local", crate::cloud::stage_local, 1),
@@ -123,6 +125,10 @@ pub fn main() -> ! {
         s.ready = true;
     });
     report::ready(&ctx, init_ms);
+    // A disk image's update agent: a try boot that got here is healthy (services up, SSH
+    // listening): mark its slot good; then the schedule, if virga.update names a repository.
+    crate::update::save_config(&ctx);
+    crate::update::start(Arc::clone(&ctx));
 
     supervisor::supervise(ctx)
 }

@@ -75,6 +75,205 @@ pub fn limit_heap(cmd: &mut Command, bytes: u64) -> &mut Command {
     }
 }
 
+/// `struct dm_ioctl` (linux/dm-ioctl.h), 312 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DmIoctl {
+    version: [u32; 3],
+    data_size: u32,
+    data_start: u32,
+    target_count: u32,
+    open_count: i32,
+    flags: u32,
+    event_nr: u32,
+    padding: u32,
+    dev: u64,
+    name: [u8; 128],
+    uuid: [u8; 129],
+    data: [u8; 7],
+}
+
+/// `struct dm_target_spec`, 40 bytes; the parameter string follows it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DmTargetSpec {
+    sector_start: u64,
+    length: u64,
+    status: i32,
+    next: u32,
+    target_type: [u8; 16],
+}
+
+const DM_READONLY_FLAG: u32 = 1;
+const DM_CMD_DEV_CREATE: u32 = 3;
+const DM_CMD_DEV_SUSPEND: u32 = 6;
+const DM_CMD_TABLE_LOAD: u32 = 9;
+
+/// `_IOWR(0xfd, cmd, struct dm_ioctl)`.
+fn dm_request(cmd: u32) -> libc::c_ulong {
+    let size = std::mem::size_of::<DmIoctl>() as libc::c_ulong;
+    (3 << 30) | (size << 16) | (0xfd << 8) | libc::c_ulong::from(cmd)
+}
+
+fn dm_header(name: &str, uuid: &str) -> io::Result<DmIoctl> {
+    if name.is_empty() || name.len() >= 128 || uuid.len() >= 129 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad dm name"));
+    }
+    let mut h = DmIoctl {
+        // The interface version this code speaks; the kernel checks the major number.
+        version: [4, 0, 0],
+        data_size: std::mem::size_of::<DmIoctl>() as u32,
+        data_start: std::mem::size_of::<DmIoctl>() as u32,
+        target_count: 0,
+        open_count: 0,
+        flags: 0,
+        event_nr: 0,
+        padding: 0,
+        dev: 0,
+        name: [0; 128],
+        uuid: [0; 129],
+        data: [0; 7],
+    };
+    h.name[..name.len()].copy_from_slice(name.as_bytes());
+    h.uuid[..uuid.len()].copy_from_slice(uuid.as_bytes());
+    Ok(h)
+}
+
+fn dm_call(control: &std::fs::File, cmd: u32, buf: &mut [u8]) -> io::Result<DmIoctl> {
+    // SAFETY: `buf` starts with an initialised `DmIoctl` (written by the callers with
+    // `write_unaligned`), is `data_size` bytes long as that header says, and lives across the
+    // call; the kernel reads and writes at most `data_size` bytes of it.
+    let r = unsafe { libc::ioctl(control.as_raw_fd(), dm_request(cmd) as _, buf.as_mut_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `buf` is at least `size_of::<DmIoctl>()` bytes, and `DmIoctl` is plain data for
+    // which any bit pattern is valid; the read is unaligned-safe.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<DmIoctl>()) })
+}
+
+fn dm_buffer(header: DmIoctl, extra: usize) -> Vec<u8> {
+    let total = std::mem::size_of::<DmIoctl>() + extra;
+    let mut buf = vec![0u8; total];
+    let mut h = header;
+    h.data_size = total as u32;
+    // SAFETY: `buf` has room for a `DmIoctl` at offset 0; `write_unaligned` has no alignment
+    // requirement.
+    unsafe { std::ptr::write_unaligned(buf.as_mut_ptr().cast::<DmIoctl>(), h) };
+    buf
+}
+
+/// Creates a read-only device-mapper device `name` with one target (`target_type` over
+/// `sectors` 512-byte sectors, with `params`) and activates it, through the kernel's
+/// device-mapper interface (`/dev/mapper/control`), as `dmsetup create --readonly` does.
+/// Returns the device number of the new `/dev/dm-N`.
+pub fn dm_create_readonly(
+    name: &str,
+    uuid: &str,
+    target_type: &str,
+    sectors: u64,
+    params: &str,
+) -> io::Result<(u32, u32)> {
+    if target_type.len() >= 16 || params.contains('\0') {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad dm target"));
+    }
+    let control = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/mapper/control")?;
+    // Create the (empty) device.
+    let mut buf = dm_buffer(dm_header(name, uuid)?, 0);
+    dm_call(&control, DM_CMD_DEV_CREATE, &mut buf)?;
+    // Load the table: one target spec, then its NUL-terminated parameters, padded to 8 bytes.
+    let spec_size = std::mem::size_of::<DmTargetSpec>();
+    let extra = (spec_size + params.len() + 1).next_multiple_of(8);
+    let mut h = dm_header(name, "")?;
+    h.target_count = 1;
+    h.flags = DM_READONLY_FLAG;
+    let mut buf = dm_buffer(h, extra);
+    let mut spec = DmTargetSpec {
+        sector_start: 0,
+        length: sectors,
+        status: 0,
+        next: 0,
+        target_type: [0; 16],
+    };
+    spec.target_type[..target_type.len()].copy_from_slice(target_type.as_bytes());
+    let at = std::mem::size_of::<DmIoctl>();
+    // SAFETY: `buf` has `extra >= spec_size` bytes after the header at offset `at`;
+    // `write_unaligned` has no alignment requirement.
+    unsafe { std::ptr::write_unaligned(buf[at..].as_mut_ptr().cast::<DmTargetSpec>(), spec) };
+    buf[at + spec_size..at + spec_size + params.len()].copy_from_slice(params.as_bytes());
+    dm_call(&control, DM_CMD_TABLE_LOAD, &mut buf)?;
+    // Resume (a suspend call without the suspend flag): the table goes live.
+    let mut buf = dm_buffer(dm_header(name, "")?, 0);
+    let out = dm_call(&control, DM_CMD_DEV_SUSPEND, &mut buf)?;
+    // The kernel's huge dev_t encoding: major in bits 8..20, minor in 0..8 and 20..32.
+    let dev = out.dev;
+    let major = ((dev >> 8) & 0xfff) as u32;
+    let minor = ((dev & 0xff) | ((dev >> 12) & 0xfff00)) as u32;
+    Ok((major, minor))
+}
+
+/// `struct blkpg_partition`.
+#[repr(C)]
+struct BlkpgPartition {
+    start: i64,
+    length: i64,
+    pno: i32,
+    devname: [u8; 64],
+    volname: [u8; 64],
+}
+
+/// `struct blkpg_ioctl_arg`.
+#[repr(C)]
+struct BlkpgArg {
+    op: i32,
+    flags: i32,
+    datalen: i32,
+    data: *mut BlkpgPartition,
+}
+
+/// Tells the kernel that partition `number` of the disk open as `disk` now spans `length`
+/// bytes from `start` (`BLKPG_RESIZE_PARTITION`, as `resizepart` does), without a re-read of
+/// the whole table (which fails while a partition is in use).
+pub fn blkpg_resize(disk: &std::fs::File, number: u32, start: u64, length: u64) -> io::Result<()> {
+    const BLKPG: libc::c_ulong = 0x1269;
+    const BLKPG_RESIZE_PARTITION: i32 = 3;
+    let mut part = BlkpgPartition {
+        start: i64::try_from(start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        length: i64::try_from(length).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        pno: i32::try_from(number).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let mut arg = BlkpgArg {
+        op: BLKPG_RESIZE_PARTITION,
+        flags: 0,
+        datalen: std::mem::size_of::<BlkpgPartition>() as i32,
+        data: &raw mut part,
+    };
+    // SAFETY: `arg` and the partition it points to are initialised, have the kernel's layout and
+    // live across the call; the kernel only reads them.
+    if unsafe { libc::ioctl(disk.as_raw_fd(), BLKPG as _, &raw mut arg) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Grows the mounted ext4 filesystem whose directory `dir_fd` is open to `blocks` blocks
+/// (`EXT4_IOC_RESIZE_FS`, online, as `resize2fs` does).
+pub fn ext4_resize(dir_fd: i32, blocks: u64) -> io::Result<()> {
+    const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
+    let count = blocks;
+    // SAFETY: the ioctl reads one u64 from the pointer, which points at `count`, alive across
+    // the call.
+    if unsafe { libc::ioctl(dir_fd, EXT4_IOC_RESIZE_FS as _, &raw const count) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn ifreq(name: &str) -> io::Result<libc::ifreq> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
@@ -243,6 +442,15 @@ pub fn wait_timeout(
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn device_mapper_structures_have_the_kernels_layout() {
+        assert_eq!(std::mem::size_of::<DmIoctl>(), 312);
+        assert_eq!(std::mem::size_of::<DmTargetSpec>(), 40);
+        assert_eq!(dm_request(DM_CMD_TABLE_LOAD), 0xc138_fd09);
+        assert!(dm_header("", "").is_err());
+        assert!(dm_header(&"x".repeat(128), "").is_err());
+    }
 
     #[test]
     fn a_heap_limit_stops_a_big_allocation() {

@@ -14,9 +14,11 @@ pub mod accounts;
 pub mod apply;
 pub mod blockdev;
 pub mod datasource;
+pub mod gpt;
 pub mod http;
 pub mod per;
 pub mod platform;
+pub mod state;
 pub mod userdata;
 pub mod worker;
 
@@ -108,32 +110,91 @@ pub fn stage_state(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult>
     }
     wait_for_disks(ctx, "state", false);
     let devices = devices();
-    let Some(dev) = devices.iter().find(|d| d.label == STATE_LABEL) else {
-        return Ok(StageResult::Skipped);
+    let created;
+    let dev = match devices.iter().find(|d| d.label == STATE_LABEL) {
+        Some(d) => d,
+        None => match unusable_state_partition(ctx) {
+            Some(d) => {
+                created = d;
+                &created
+            }
+            None => return Ok(StageResult::Skipped),
+        },
     };
-    std::fs::create_dir_all(STATE_DIR)?;
-    let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
-    nix::mount::mount(
-        Some(dev.device.as_path()),
-        STATE_DIR,
-        Some(dev.fstype),
-        flags,
-        None::<&str>,
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "mount {} ({}) on {STATE_DIR}: {e}",
-            dev.device.display(),
-            dev.fstype
-        )
-    })?;
-    tracing::info!(
-        "persistent state on {} ({})",
-        dev.device.display(),
-        dev.fstype
-    );
-    ctx.update(|s| s.persistent_state = true);
-    Ok(StageResult::Ok)
+    // /var goes on an overlay: its driver is a filesystem module.
+    modules::wait_for(ctx, "state", &[Class::Fs], Duration::from_secs(20));
+    match state::mount(&dev.device, dev.fstype) {
+        Ok(m) => {
+            for w in m.warnings {
+                ctx.warn("state", w);
+            }
+            if let Some(g) = m.grown {
+                tracing::info!("state: {g}");
+                ctx.update(|s| s.state_grown = Some(g));
+            }
+            tracing::info!(
+                "persistent state on {} ({}): /var and /home",
+                dev.device.display(),
+                dev.fstype
+            );
+            ctx.update(|s| s.persistent_state = true);
+            Ok(StageResult::Ok)
+        }
+        Err(e) => {
+            ctx.error("state", e.to_string());
+            Ok(StageResult::Failed)
+        }
+    }
+}
+
+/// A disk image's state partition (GPT name `virga-state`) without a readable filesystem. A
+/// blank one (its first MiB all zeros: never formatted, or wiped) gets a new filesystem; any
+/// other is reported and left alone, since it may hold data worth recovering.
+fn unusable_state_partition(ctx: &Ctx) -> Option<blockdev::Labelled> {
+    let parts = crate::init::system::partitions();
+    let p = parts
+        .iter()
+        .find(|p| p.partname.as_deref() == Some(STATE_LABEL))?;
+    let device = std::path::PathBuf::from(format!("/dev/{}", p.name));
+    match state::is_blank(&device) {
+        Ok(true) => match state::make_filesystem(&device) {
+            Ok(fstype) => {
+                ctx.warn(
+                    "state",
+                    format!(
+                        "the state partition {} was blank: made a new {fstype} filesystem",
+                        device.display()
+                    ),
+                );
+                Some(blockdev::Labelled {
+                    device,
+                    fstype,
+                    label: STATE_LABEL.into(),
+                })
+            }
+            Err(e) => {
+                ctx.error(
+                    "state",
+                    format!("the state partition {} is blank: {e}", device.display()),
+                );
+                None
+            }
+        },
+        Ok(false) => {
+            ctx.error(
+                "state",
+                format!(
+                    "the state partition {} has no usable filesystem (corrupted?); it is left alone for recovery, and this boot has no persistent state",
+                    device.display()
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            ctx.error("state", format!("{}: {e}", device.display()));
+            None
+        }
+    }
 }
 
 /// Stage `datasource-local`: seed disks, seed directories and config drives, read by the

@@ -12,3 +12,4 @@ pub mod shutdown;
 #[cfg(feature = "ssh")]
 pub mod ssh;
 pub mod supervisor;
+pub mod system;

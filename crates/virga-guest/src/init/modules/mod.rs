@@ -43,7 +43,8 @@ pub enum Class {
     /// `net/802` and `net/llc`), bonding (`drivers/net/bonding`, with `net/tls`). Waited for only
     /// when the network configuration asks for a VLAN or a bond.
     NetStack,
-    /// Disk and CD-ROM controllers and their upper layers (`drivers/{ata,scsi,block,nvme,cdrom}`).
+    /// Disk and CD-ROM controllers and their upper layers (`drivers/{ata,scsi,block,nvme,cdrom}`),
+    /// and the device mapper (`drivers/md`: dm-verity for a disk image's system).
     Storage,
     /// Hardware random number generators (`drivers/char/hw_random`).
     Rng,
@@ -80,6 +81,7 @@ impl Class {
             "drivers/block/",
             "drivers/nvme/",
             "drivers/cdrom/",
+            "drivers/md/",
         ]) {
             Class::Storage
         } else if under(&["drivers/char/hw_random/"]) {
