@@ -412,6 +412,9 @@ pub fn build(
         }
         tree.symlink("/usr/bin/virga", GUEST_PATH);
     }
+    // Spec files (and the update keys) go in before the slot is cut: those under /usr belong to
+    // the verified system, which is mounted over the initramfs's /usr.
+    add_spec_files(&mut tree, spec)?;
     let system = if disk_wanted {
         let t = Instant::now();
         next_step("system image (slot filesystem + dm-verity)", progress);
@@ -445,7 +448,6 @@ pub fn build(
     };
     let config_json = serde_json::to_string_pretty(&config).unwrap_or_default();
     tree.file(IMAGE_CONFIG_PATH, config_json.into_bytes(), 0o644);
-    add_spec_files(&mut tree, spec)?;
 
     let mut cpio = Vec::new();
     let cpio_size = tree

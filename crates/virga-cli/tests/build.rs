@@ -69,10 +69,12 @@ fn two_builds_are_byte_identical_and_manifest_is_right() {
     }
     let g = m.guest_binary_size.unwrap();
     // 3 MiB covered PID 1, metadata and networking; the SSH server (russh + ring) adds about
-    // 1.9 MiB (measured in docs/benchmarks.md), so the whole guest is held under 4 MiB.
+    // 1.9 MiB (measured in docs/benchmarks.md); the disk stages (verified /usr, state growth)
+    // and the update agent add about 0.8 MiB (4.83 MB on 2026-12-07). The budget is a ceiling
+    // against regressions, 5 MiB; shrinking to 3 MiB is open work (issue 14).
     assert!(
-        g < 4 * 1024 * 1024,
-        "guest binary {g} bytes is over the 4 MiB budget"
+        g < 5 * 1024 * 1024,
+        "guest binary {g} bytes is over the 5 MiB budget"
     );
 }
 
