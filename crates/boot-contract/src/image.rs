@@ -5,12 +5,39 @@ use serde::{Deserialize, Serialize};
 /// Where the builder puts [`ImageConfig`] inside the initramfs.
 pub const IMAGE_CONFIG_PATH: &str = "/etc/virga/image.json";
 
+/// Kernel-tree directories whose modules a disk image keeps in its initramfs: what PID 1 needs
+/// to mount the slot's verified `/usr` and the state partition (disk controllers, virtio, the
+/// device mapper, filesystems). Every other module lives only in the slot, under
+/// [`SLOT_MODULES_PREFIX`], and loads once `/usr` is mounted.
+pub const EARLY_MODULE_DIRS: &[&str] = &[
+    "drivers/ata/",
+    "drivers/scsi/",
+    "drivers/block/",
+    "drivers/nvme/",
+    "drivers/cdrom/",
+    "drivers/md/",
+    "drivers/virtio/",
+    "fs/",
+];
+
+/// Where a [`ModuleEntry::path`] that lives in the slot's `/usr` starts: such a module loads
+/// only after the verified system is mounted.
+pub const SLOT_MODULES_PREFIX: &str = "/usr/lib/modules/";
+
+/// Whether the module at `path` (`…/kernel/drivers/md/dm-verity.ko`) is one PID 1 needs before
+/// `/usr` is mounted ([`EARLY_MODULE_DIRS`]).
+pub fn early_module(path: &str) -> bool {
+    let rel = path.split_once("/kernel/").map_or(path, |(_, r)| r);
+    EARLY_MODULE_DIRS.iter().any(|d| rel.starts_with(d))
+}
+
 /// One kernel module PID 1 loads at boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleEntry {
     /// Module name (`virtio_net`).
     pub name: String,
-    /// Absolute path of the `.ko` file inside the image.
+    /// Absolute path of the `.ko` file inside the image; under [`SLOT_MODULES_PREFIX`] when it
+    /// is in the slot's verified `/usr` rather than in the initramfs.
     pub path: String,
     /// Names of modules (also in the list) that must be loaded first.
     #[serde(default)]
@@ -93,4 +120,36 @@ pub fn default_datasources() -> Vec<String> {
 
 fn default_user() -> String {
     "root".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_modules_are_what_mounting_the_system_needs() {
+        let k = "/lib/modules/6.1.0-1-cloud-amd64/kernel";
+        for m in [
+            "drivers/md/dm-verity.ko",
+            "drivers/block/virtio_blk.ko",
+            "drivers/virtio/virtio_pci.ko",
+            "drivers/scsi/virtio_scsi.ko",
+            "drivers/nvme/host/nvme.ko",
+            "fs/squashfs/squashfs.ko",
+            "fs/overlayfs/overlay.ko",
+        ] {
+            assert!(early_module(&format!("{k}/{m}")), "{m}");
+        }
+        for m in [
+            "drivers/net/virtio_net.ko",
+            "drivers/acpi/button.ko",
+            "net/8021q/8021q.ko",
+            "drivers/char/hw_random/virtio-rng.ko",
+            "lib/crc32c_generic.ko",
+        ] {
+            assert!(!early_module(&format!("{k}/{m}")), "{m}");
+        }
+        // A path without the kernel tree prefix is taken as relative to it.
+        assert!(early_module("fs/ext4/ext4.ko"));
+    }
 }

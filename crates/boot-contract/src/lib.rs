@@ -14,7 +14,10 @@ pub mod datasource;
 pub mod hostname;
 mod image;
 
-pub use image::{IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry, SystemImage, default_datasources};
+pub use image::{
+    EARLY_MODULE_DIRS, IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry, SLOT_MODULES_PREFIX, SystemImage,
+    default_datasources, early_module,
+};
 
 /// Version of this contract. Reported in the ready line and in the status document.
 pub const CONTRACT_VERSION: u32 = 1;

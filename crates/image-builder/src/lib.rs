@@ -432,6 +432,22 @@ pub fn build(
     } else {
         None
     };
+    let mut system = system;
+    if let Some(sys) = &mut system
+        && guest.is_some()
+    {
+        let (kept, moved) = slim_for_slot(&mut tree, &mut module_entries);
+        let mut dup = Vec::new();
+        if kept > 0 {
+            dup.push(format!(
+                "/lib/modules: the {kept} modules that mounting the slot needs"
+            ));
+        }
+        progress(Progress::Detail(format!(
+            "initramfs: {kept} modules kept to mount the slot, {moved} and BusyBox only in the slot"
+        )));
+        sys.contents.also_in_initramfs = dup;
+    }
     next_step("initramfs", progress);
     let config = ImageConfig {
         contract: CONTRACT_VERSION,
@@ -734,6 +750,41 @@ fn base_tree(spec: &ImageSpec) -> Tree {
     t
 }
 
+/// A disk image's initramfs keeps only what PID 1 needs to mount the slot: the modules under
+/// [`boot_contract::EARLY_MODULE_DIRS`] and what they depend on. The other modules and BusyBox
+/// are in the slot's verified `/usr` ([`disk::usr_tree`] took them from `tree`): their entries
+/// point there (PID 1 loads them once `/usr` is mounted), and `/bin/busybox` becomes a link to
+/// `/usr/bin/busybox`, which the applet links resolve through once `/usr` is mounted. Returns
+/// how many modules stay and how many moved.
+fn slim_for_slot(tree: &mut Tree, entries: &mut [ModuleEntry]) -> (usize, usize) {
+    let index: std::collections::HashMap<String, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name.clone(), i))
+        .collect();
+    let mut early = vec![false; entries.len()];
+    let mut stack: Vec<usize> = (0..entries.len())
+        .filter(|&i| boot_contract::early_module(&entries[i].path))
+        .collect();
+    while let Some(i) = stack.pop() {
+        if !std::mem::replace(&mut early[i], true) {
+            stack.extend(entries[i].depends.iter().filter_map(|d| index.get(d)));
+        }
+    }
+    let mut moved = 0;
+    for (e, keep) in entries.iter_mut().zip(&early) {
+        if !keep && e.path.starts_with("/lib/modules/") {
+            tree.remove(&e.path);
+            e.path = format!("/usr{}", e.path);
+            moved += 1;
+        }
+    }
+    if matches!(tree.get("/bin/busybox"), Some(tree::Node::File { .. })) {
+        tree.symlink("/bin/busybox", "/usr/bin/busybox");
+    }
+    (entries.len() - moved, moved)
+}
+
 fn add_busybox(tree: &mut Tree, bin: &Path, busybox_init: bool) -> Result<(), BuildError> {
     let data = std::fs::read(bin).map_err(|e| BuildError::io(bin, e))?;
     let out = std::process::Command::new(bin)
@@ -929,6 +980,49 @@ fn write_output(out_dir: &Path, files: &[(&str, &[u8])]) -> Result<(), BuildErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disk_initramfs_keeps_only_what_mounting_the_slot_needs() {
+        let k = "/lib/modules/6.1.0-1-cloud-amd64/kernel";
+        let entry = |name: &str, rel: &str, deps: &[&str]| ModuleEntry {
+            name: name.into(),
+            path: format!("{k}/{rel}"),
+            depends: deps.iter().map(|d| (*d).to_owned()).collect(),
+            pci: Vec::new(),
+        };
+        let mut entries = vec![
+            entry("crc32c_generic", "crypto/crc32c_generic.ko", &[]),
+            entry("libcrc32c", "lib/libcrc32c.ko", &["crc32c_generic"]),
+            entry("dm_verity", "drivers/md/dm-verity.ko", &["libcrc32c"]),
+            entry("virtio_net", "drivers/net/virtio_net.ko", &[]),
+            entry("button", "drivers/acpi/button.ko", &[]),
+        ];
+        let mut tree = Tree::new();
+        for e in &entries {
+            tree.file(&e.path, b"ko".to_vec(), 0o644);
+        }
+        tree.file("/bin/busybox", b"\x7fELF".to_vec(), 0o755);
+        tree.symlink("/bin/ls", "/bin/busybox");
+        let (kept, moved) = slim_for_slot(&mut tree, &mut entries);
+        assert_eq!((kept, moved), (3, 2));
+        // dm-verity and what it needs stay, found where they were.
+        for e in &entries[..3] {
+            assert!(e.path.starts_with("/lib/modules/"), "{}", e.path);
+            assert!(tree.contains(&e.path));
+        }
+        // The rest point into the slot and left the initramfs.
+        for e in &entries[3..] {
+            assert!(e.path.starts_with(boot_contract::SLOT_MODULES_PREFIX), "{}", e.path);
+            assert!(!tree.contains(&e.path["/usr".len()..]));
+        }
+        assert_eq!(
+            tree.get("/bin/busybox"),
+            Some(&tree::Node::Symlink {
+                target: "/usr/bin/busybox".into()
+            })
+        );
+        assert!(tree.contains("/bin/ls"));
+    }
 
     #[test]
     fn gzip_is_deterministic_and_readable() {

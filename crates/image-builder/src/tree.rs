@@ -62,6 +62,11 @@ impl Tree {
             .insert(normalise(path), Node::CharDev { major, minor, mode });
     }
 
+    /// Removes the entry at `path` (not what is under it); whether there was one.
+    pub fn remove(&mut self, path: &str) -> bool {
+        self.nodes.remove(&normalise(path)).is_some()
+    }
+
     /// Whether the tree has an entry at `path`.
     pub fn contains(&self, path: &str) -> bool {
         self.nodes.contains_key(&normalise(path))

@@ -83,9 +83,10 @@ pub fn main() -> ! {
     let stages: &[(&str, StageFn, u32)] = &[
         ("loopback", net::loopback, 1),
         ("hostname", hostname::stage, 1),
-        ("state", crate::cloud::stage_state, 1),
-        // The verified system of a disk image's slot on /usr.
+        // The verified system of a disk image's slot on /usr: BusyBox (mke2fs for a blank
+        // state partition) and the modules not needed to mount it live there.
         ("system", crate::init::system::stage, 1),
+        ("state", crate::cloud::stage_state, 1),
         // After `state`: the seed saved at the previous boot lives on the state disk.
         ("rng", rng::seed, 1),
         ("datasource-local", crate::cloud::stage_local, 1),

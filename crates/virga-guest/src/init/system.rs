@@ -174,7 +174,22 @@ pub fn stage(ctx: &Ctx, _deadline: Instant) -> anyhow::Result<StageResult> {
         Duration::from_secs(20),
     );
     crate::cloud::blockdev::settle_nvme(Duration::from_secs(2));
-    let device = mount_verified(&sys)?;
+    // The modules that live in /usr wait for this outcome, whatever it is (a panic included).
+    struct Tell(Option<Result<(), String>>);
+    impl Drop for Tell {
+        fn drop(&mut self) {
+            let outcome = self
+                .0
+                .take()
+                .unwrap_or_else(|| Err("stage `system` stopped early".to_owned()));
+            modules::usr_mounted(outcome);
+        }
+    }
+    let mut tell = Tell(None);
+    let mounted = mount_verified(&sys);
+    tell.0 = Some(mounted.as_ref().map(drop).map_err(ToString::to_string));
+    drop(tell);
+    let device = mounted?;
     tracing::info!(
         "verified system {} (root hash {}…) on {MOUNT_POINT}",
         device.display(),

@@ -89,7 +89,7 @@ fn worker(ctx: &Arc<Ctx>, loader: &'static Loader, n: usize) {
                         && !std::mem::replace(&mut p.helpers, true);
                     break (i, p.entries[i].clone(), helpers);
                 }
-                if !p.busy() {
+                if !p.busy() && !p.held() {
                     loader.wake.notify_all();
                     p.live -= 1;
                     let last = p.live == 0;

@@ -152,6 +152,19 @@ pub fn wait_for(ctx: &Ctx, stage: &str, classes: &[Class], timeout: Duration) {
     }
 }
 
+/// Tells the loader whether the slot's verified `/usr` is mounted: the modules that live there
+/// (a disk image's initramfs keeps only what mounting it needs) load now, or fail with the
+/// reason.
+pub fn usr_mounted(outcome: Result<(), String>) {
+    if let Some(loader) = LOADER.get() {
+        loader.lock().usr = match outcome {
+            Ok(()) => plan::Usr::Mounted,
+            Err(why) => plan::Usr::Failed(why),
+        };
+        loader.wake.notify_all();
+    }
+}
+
 /// Number of modules not loaded yet (still queued or loading).
 pub fn pending() -> usize {
     LOADER.get().map_or(0, |l| {

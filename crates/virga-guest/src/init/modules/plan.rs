@@ -14,6 +14,18 @@ pub(super) enum State {
     Failed(String),
 }
 
+/// Whether the slot's verified `/usr` is mounted, for the modules that live there (a disk
+/// image keeps only what mounting it needs in the initramfs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Usr {
+    /// Not yet: modules under `/usr` wait.
+    Waiting,
+    /// Mounted: they load.
+    Mounted,
+    /// It did not mount: they fail with this reason.
+    Failed(String),
+}
+
 /// Which module can be loaded next, given what has loaded so far and what stages wait for.
 #[derive(Debug)]
 pub(super) struct Plan {
@@ -39,6 +51,13 @@ pub(super) struct Plan {
     pub(super) live: usize,
     /// Whether the first worker has started the others.
     pub(super) helpers: bool,
+    /// The slot's `/usr`, where the modules not needed to mount it live.
+    pub(super) usr: Usr,
+}
+
+/// Whether the module at `path` is in the slot's `/usr` (loadable once it is mounted).
+fn in_slot(path: &str) -> bool {
+    path.starts_with(boot_contract::SLOT_MODULES_PREFIX)
 }
 
 impl Plan {
@@ -91,6 +110,7 @@ impl Plan {
             loader_tid: vec![None; n],
             live: 0,
             helpers: false,
+            usr: Usr::Waiting,
             class,
             entries,
         };
@@ -155,6 +175,18 @@ impl Plan {
                 if self.state[i] != State::Pending {
                     continue;
                 }
+                if in_slot(&self.entries[i].path) {
+                    match &self.usr {
+                        Usr::Mounted => {}
+                        Usr::Waiting => continue,
+                        Usr::Failed(why) => {
+                            self.state[i] =
+                                State::Failed(format!("in /usr, which did not mount: {why}"));
+                            changed = true;
+                            continue;
+                        }
+                    }
+                }
                 let mut ready = true;
                 for &d in &self.deps[i] {
                     match &self.state[d] {
@@ -194,6 +226,16 @@ impl Plan {
 
     pub(super) fn busy(&self) -> bool {
         self.state.contains(&State::Loading)
+    }
+
+    /// Modules wait for `/usr` to be mounted (workers stay for them).
+    pub(super) fn held(&self) -> bool {
+        self.usr == Usr::Waiting
+            && self
+                .entries
+                .iter()
+                .zip(&self.state)
+                .any(|(e, st)| *st == State::Pending && in_slot(&e.path))
     }
 
     /// Modules nothing here needs: drivers whose PCI patterns match no device, and the
@@ -316,6 +358,70 @@ mod tests {
             ),
             entry_at("button", &format!("{K}/drivers/acpi/button.ko"), &[]),
         ])
+    }
+
+    /// A disk image's plan: virtio and dm-verity in the initramfs, the network driver and the
+    /// power button in the slot's /usr.
+    fn disk_like() -> Plan {
+        const U: &str = "/usr/lib/modules/6.1.0-1-cloud-amd64/kernel";
+        plan(vec![
+            entry_at("virtio", &format!("{K}/drivers/virtio/virtio.ko"), &[]),
+            entry_at("dm_verity", &format!("{K}/drivers/md/dm-verity.ko"), &[]),
+            entry_at(
+                "virtio_net",
+                &format!("{U}/drivers/net/virtio_net.ko"),
+                &["virtio"],
+            ),
+            entry_at("button", &format!("{U}/drivers/acpi/button.ko"), &[]),
+        ])
+    }
+
+    fn drain(p: &mut Plan) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(i) = p.next() {
+            p.state[i] = State::Loaded;
+            out.push(p.entries[i].name.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn modules_in_the_slot_wait_for_usr() {
+        let mut p = disk_like();
+        let mut first = drain(&mut p);
+        first.sort();
+        assert_eq!(first, ["dm_verity", "virtio"]);
+        // Nothing runnable, nothing loading, but the workers must stay.
+        assert!(!p.busy());
+        assert!(p.held());
+        p.usr = Usr::Mounted;
+        assert!(!p.held());
+        let mut rest = drain(&mut p);
+        rest.sort();
+        assert_eq!(rest, ["button", "virtio_net"]);
+    }
+
+    #[test]
+    fn modules_in_the_slot_fail_when_usr_does_not_mount() {
+        let mut p = disk_like();
+        drain(&mut p);
+        p.usr = Usr::Failed("bad hash".into());
+        assert!(!p.held());
+        assert_eq!(p.next(), None);
+        let i = p.index("virtio_net").unwrap();
+        assert!(
+            matches!(&p.state[i], State::Failed(w) if w.contains("bad hash")),
+            "{:?}",
+            p.state[i]
+        );
+        assert!(p.unfinished(&[Class::Net, Class::Acpi]).is_empty());
+    }
+
+    #[test]
+    fn without_a_slot_nothing_is_held() {
+        let mut p = default_like();
+        drain(&mut p);
+        assert!(!p.held());
     }
 
     #[test]
