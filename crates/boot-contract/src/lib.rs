@@ -15,8 +15,8 @@ pub mod hostname;
 mod image;
 
 pub use image::{
-    EARLY_MODULE_DIRS, IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry, SLOT_MODULES_PREFIX, SystemImage,
-    default_datasources, early_module,
+    EARLY_MODULE_DIRS, IMAGE_CONFIG_PATH, ImageConfig, ModuleEntry, SLOT_MODULES_PREFIX,
+    SystemImage, default_datasources, early_module,
 };
 
 /// Version of this contract. Reported in the ready line and in the status document.

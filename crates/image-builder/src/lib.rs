@@ -1012,7 +1012,11 @@ mod tests {
         }
         // The rest point into the slot and left the initramfs.
         for e in &entries[3..] {
-            assert!(e.path.starts_with(boot_contract::SLOT_MODULES_PREFIX), "{}", e.path);
+            assert!(
+                e.path.starts_with(boot_contract::SLOT_MODULES_PREFIX),
+                "{}",
+                e.path
+            );
             assert!(!tree.contains(&e.path["/usr".len()..]));
         }
         assert_eq!(

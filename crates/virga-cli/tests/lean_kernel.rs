@@ -247,7 +247,12 @@ fn interrupted_and_misfitting_builds_leave_nothing_in_the_cache() {
     let out = dir.path().join("out");
     let mut child = {
         use std::os::unix::process::CommandExt;
-        virga()
+        // Through `env --default-signal=INT`: a runner that started these tests in the
+        // background (a non-interactive shell's `&`) hands down SIGINT ignored, and the
+        // interrupt would then test nothing.
+        std::process::Command::new("env")
+            .arg("--default-signal=INT")
+            .arg(env!("CARGO_BIN_EXE_virga"))
             .args(["build", "--spec"])
             .arg(&spec)
             .arg("--out")
