@@ -149,7 +149,8 @@ pub trait DownloadEnv {
     fn sleep(&mut self, d: Duration);
     /// Any random number.
     fn random(&mut self) -> u64;
-    /// Called after every request with the verified position; persist `chunks_done` to resume
+    /// Called after every request with the verified position, once the sink has synced what
+    /// it covers; persist `chunks_done` to resume
     /// after a restart.
     fn progress(&mut self, _verifier: &StreamVerifier) {}
     /// Called before each retry, with the failure.
@@ -302,6 +303,8 @@ impl Client {
             let before = verifier.chunks_done();
             report.requests += 1;
             let result = self.fetch_window(&url, verifier, sink);
+            // Progress is recorded only once what it covers is durable.
+            sink.sync().map_err(PayloadError::Sync)?;
             env.progress(verifier);
             match result {
                 Ok(()) => {

@@ -177,6 +177,9 @@ pub enum PayloadError {
         #[source]
         source: io::Error,
     },
+    /// What was written could not be made durable.
+    #[error("syncing what was written")]
+    Sync(#[source] io::Error),
     /// What was read back does not match the manifest.
     #[error("read back {segment}: {message}")]
     Readback {
@@ -469,6 +472,12 @@ fn unreachable_info(kind: SegmentKind) -> SegmentInfo {
 pub trait Sink {
     /// Writes `data` at `offset` of `segment`'s target. Only ever called with verified bytes.
     fn write(&mut self, segment: SegmentKind, offset: u64, data: &[u8]) -> io::Result<()>;
+
+    /// Makes everything written so far durable (`fsync`). A download calls it before it
+    /// records progress, so that a resume never skips chunks a power cut lost.
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]

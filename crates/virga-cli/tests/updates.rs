@@ -234,6 +234,9 @@ impl Drop for Server {
 struct FileSink {
     dir: PathBuf,
     writes: usize,
+    /// Writes since the last sync (shared with the [`TestEnv`], which checks that progress is
+    /// only ever recorded when it is zero).
+    unsynced: std::rc::Rc<std::cell::Cell<usize>>,
 }
 
 impl Sink for FileSink {
@@ -247,6 +250,19 @@ impl Sink for FileSink {
             .open(self.dir.join(s.name()))?;
         f.write_all_at(data, offset)?;
         self.writes += 1;
+        self.unsynced.set(self.unsynced.get() + 1);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        for kind in SegmentKind::ALL {
+            match std::fs::File::open(self.dir.join(kind.name())) {
+                Ok(f) => f.sync_data()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.unsynced.set(0);
         Ok(())
     }
 }
@@ -254,6 +270,8 @@ impl Sink for FileSink {
 #[derive(Default)]
 struct TestEnv {
     sleeps: Vec<Duration>,
+    /// The sink's count of writes not yet synced.
+    unsynced: Option<std::rc::Rc<std::cell::Cell<usize>>>,
 }
 
 impl DownloadEnv for TestEnv {
@@ -263,6 +281,16 @@ impl DownloadEnv for TestEnv {
     }
     fn random(&mut self) -> u64 {
         7
+    }
+    fn progress(&mut self, v: &StreamVerifier) {
+        if let Some(u) = &self.unsynced {
+            assert_eq!(
+                u.get(),
+                0,
+                "progress recorded at chunk {} before the sink synced",
+                v.chunks_done()
+            );
+        }
     }
 }
 
@@ -312,13 +340,19 @@ fn install(
         Outcome::UpToDate(_) => return Err(Refused::UpToDate),
     };
     let partial = target.with_extension("partial");
+    let unsynced = std::rc::Rc::new(std::cell::Cell::new(0));
     let mut sink = FileSink {
         dir: partial.clone(),
         writes: 0,
+        unsynced: unsynced.clone(),
     };
     let mut v = StreamVerifier::new(&m);
+    let mut env = TestEnv {
+        unsynced: Some(unsynced),
+        ..TestEnv::default()
+    };
     let report = client
-        .download(&m, &mut v, &mut sink, &mut TestEnv::default())
+        .download(&m, &mut v, &mut sink, &mut env)
         .map_err(Refused::Fetch)?;
     for kind in SegmentKind::ALL {
         let mut c = ReadbackChecker::new(&m, kind).unwrap();

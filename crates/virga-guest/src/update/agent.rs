@@ -315,6 +315,13 @@ impl Sink for SlotSink<'_> {
         let _ = self.esp;
         super::esp::write_at(f, offset, data)
     }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        for f in [&self.usr, &self.verity, &self.kernel, &self.initramfs] {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
 }
 
 /// Progress of a download, saved so that a restart resumes.
