@@ -212,37 +212,178 @@ pub struct BuildReport {
     pub kernel_build_time: Option<Duration>,
 }
 
-/// Builds the image described by `spec`.
+/// The numbered steps of one build: progress lines and timings.
+struct Steps<'p> {
+    total: usize,
+    done: usize,
+    times: Vec<StepTime>,
+    progress: &'p mut dyn FnMut(Progress),
+}
+
+impl Steps<'_> {
+    /// Runs step `what` (timed as `name`), announcing it first.
+    fn run<T>(
+        &mut self,
+        what: &str,
+        name: &'static str,
+        f: impl FnOnce(&mut dyn FnMut(Progress)) -> Result<T, BuildError>,
+    ) -> Result<T, BuildError> {
+        self.done += 1;
+        (self.progress)(Progress::Step {
+            index: self.done,
+            total: self.total,
+            what: what.to_owned(),
+        });
+        let t = Instant::now();
+        let r = f(&mut *self.progress)?;
+        self.times.push(StepTime {
+            name,
+            elapsed: t.elapsed(),
+        });
+        Ok(r)
+    }
+}
+
+/// What the userland step gathers: BusyBox (path, version) and the guest binary.
+struct Userland {
+    busybox: Option<(PathBuf, String)>,
+    guest: Option<Vec<u8>>,
+}
+
+/// Builds the image described by `spec`: kernel, module closure, userland, (the slot's verified
+/// system), initramfs, (the disk image), output, one function per step.
 pub fn build(
     spec: &ImageSpec,
     opts: &BuildOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<BuildReport, BuildError> {
     let disk_wanted = !opts.formats.is_empty();
-    let total = if disk_wanted { 7 } else { 5 };
-    let mut step = 0;
-    let mut next_step = |what: &str, progress: &mut dyn FnMut(Progress)| {
-        step += 1;
-        progress(Progress::Step {
-            index: step,
-            total,
-            what: what.to_owned(),
-        });
+    let mut steps = Steps {
+        total: if disk_wanted { 7 } else { 5 },
+        done: 0,
+        times: Vec::new(),
+        progress,
     };
     let staging = Staging::new(&opts.out_dir)?;
     let work = staging.dir().join(".work");
     std::fs::create_dir(&work).map_err(|e| BuildError::io(&work, e))?;
-    let mut steps = Vec::new();
-    let mut timed = |name: &'static str, start: Instant| {
-        steps.push(StepTime {
-            name,
-            elapsed: start.elapsed(),
-        });
+
+    let k = steps.run("kernel", "kernel", |p| kernel_step(spec, opts, p))?;
+    let (closure, index) = steps.run("module closure", "modules", |p| {
+        modules_step(spec, &k, disk_wanted, p)
+    })?;
+    let (userland, mut tree, mut module_entries) = steps.run("userland", "userland", |p| {
+        let userland = userland_step(spec, opts, p)?;
+        let (tree, entries) = assemble_tree(spec, &k, &closure, index.as_ref(), &userland)?;
+        Ok((userland, tree, entries))
+    })?;
+    let mut system = if disk_wanted {
+        Some(steps.run(
+            "system image (slot filesystem + dm-verity)",
+            "system",
+            |p| system_step(spec, opts, &tree, &work, p),
+        )?)
+    } else {
+        None
+    };
+    let (initramfs, cpio_size) = steps.run("initramfs", "initramfs", |p| {
+        if let Some(sys) = &mut system
+            && userland.guest.is_some()
+        {
+            sys.contents.also_in_initramfs = slim_step(&mut tree, &mut module_entries, p);
+        }
+        initramfs_step(
+            spec,
+            opts,
+            &k,
+            &mut tree,
+            module_entries,
+            &userland,
+            system.as_ref(),
+            p,
+        )
+    })?;
+
+    let vmlinuz = std::fs::read(&k.vmlinuz).map_err(|e| BuildError::io(&k.vmlinuz, e))?;
+    let mut artifacts = vec![artifact(VMLINUZ, &vmlinuz), artifact(INITRAMFS, &initramfs)];
+    let disk = match &system {
+        Some(sys) => {
+            let names: Vec<&str> = opts.formats.iter().map(|f| f.name()).collect();
+            let built = steps.run(&format!("disk image ({})", names.join(", ")), "disk", |p| {
+                disk::build_disk(
+                    spec,
+                    &opts.formats,
+                    sys,
+                    &vmlinuz,
+                    &initramfs,
+                    staging.dir(),
+                    &work,
+                    u64::from(opts.mtime),
+                    p,
+                )
+            })?;
+            for (f, path) in &built.files {
+                artifacts.push(file_artifact(f.file_name(), path)?);
+            }
+            Some(built.info)
+        }
+        None => None,
     };
 
-    // 1. Kernel.
-    let t = Instant::now();
-    next_step("kernel", progress);
+    let manifest = ImageManifest {
+        virga_version: opts.virga_version.clone(),
+        name: spec.name.clone(),
+        profile: match spec.profile {
+            Profile::Default => "default".into(),
+            Profile::Minimal => "minimal".into(),
+        },
+        spec_sha256: spec.hash(),
+        kernel: KernelInfo {
+            release: k.release.clone(),
+            origin: k.origin.clone(),
+            origin_sha256: k.origin_sha256.clone(),
+        },
+        cmdline: spec.kernel.cmdline.clone(),
+        modules: closure.order.iter().map(|m| m.name.clone()).collect(),
+        builtin_modules: closure.builtin.clone(),
+        init: match spec.userland.init {
+            InitKind::Virga => "virga".into(),
+            InitKind::Busybox => "busybox".into(),
+        },
+        busybox: userland.busybox.as_ref().map(|(_, v)| v.clone()),
+        guest_binary_size: userland.guest.as_ref().map(|g| g.len() as u64),
+        artifacts,
+        disk,
+    };
+    steps.run(
+        &format!("write {}", opts.out_dir.display()),
+        "write",
+        |_| {
+            let _ = std::fs::remove_dir_all(&work);
+            staging.write(VMLINUZ, &vmlinuz)?;
+            staging.write(INITRAMFS, &initramfs)?;
+            staging.write(MANIFEST_FILE, manifest.to_json().as_bytes())?;
+            staging.commit()
+        },
+    )?;
+
+    Ok(BuildReport {
+        manifest,
+        steps: steps.times,
+        cpio_size,
+        entries: tree.len(),
+        kernel_cached: k.cached,
+        offline: k.offline,
+        kernel_build_time: k.build_time,
+    })
+}
+
+/// Step 1: the kernel, from a Debian package, a local file or built from source.
+fn kernel_step(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<kernel::KernelFiles, BuildError> {
     let k = match spec.kernel.source {
         KernelSource::Debian => kernel::debian(
             &opts.cache,
@@ -279,11 +420,17 @@ pub fn build(
             " (downloaded)"
         }
     )));
-    timed("kernel", t);
+    Ok(k)
+}
 
-    // 2. Modules.
-    let t = Instant::now();
-    next_step("module closure", progress);
+/// Step 2: the closure of the modules the spec asks for (and a disk image's slot needs), and
+/// the kernel features the image needs.
+fn modules_step(
+    spec: &ImageSpec,
+    k: &kernel::KernelFiles,
+    disk_wanted: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(kmod::Closure, Option<kmod::ModuleIndex>), BuildError> {
     let (closure, index) = match (&k.modules_dir, spec.kernel.modules.is_empty()) {
         (_, true) => (kmod::Closure::default(), None),
         (None, false) => {
@@ -323,12 +470,16 @@ pub fn build(
         closure.order.len(),
         closure.builtin.len()
     )));
-    check_kernel_features(spec, &k, &closure, disk_wanted)?;
-    timed("modules", t);
+    check_kernel_features(spec, k, &closure, disk_wanted)?;
+    Ok((closure, index))
+}
 
-    // 3. Toolbox.
-    let t = Instant::now();
-    next_step("userland", progress);
+/// Step 3: BusyBox (when the spec has a toolbox) and the guest binary (checked).
+fn userland_step(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Userland, BuildError> {
     let busybox = if spec.toolbox() {
         let p = opts.cache.fetch(BUSYBOX_PACKAGE, None)?;
         let dir = opts.cache.unpack(&p)?;
@@ -368,13 +519,22 @@ pub fn build(
         }
         InitKind::Busybox => None,
     };
-    timed("userland", t);
+    Ok(Userland { busybox, guest })
+}
 
-    // 4. initramfs.
-    let t = Instant::now();
+/// The initramfs tree: base layout, the module closure (uncompressed, with `modules.dep`),
+/// BusyBox, the guest binary and its links, the spec's files. Returns it with the module
+/// entries PID 1 gets.
+fn assemble_tree(
+    spec: &ImageSpec,
+    k: &kernel::KernelFiles,
+    closure: &kmod::Closure,
+    index: Option<&kmod::ModuleIndex>,
+    userland: &Userland,
+) -> Result<(Tree, Vec<ModuleEntry>), BuildError> {
     let mut tree = base_tree(spec);
     let mut module_entries = Vec::new();
-    if let Some(index) = &index {
+    if let Some(index) = index {
         let mod_root = format!("/lib/modules/{}", k.release);
         // Modules go into the image uncompressed; `installed` is the closure with the paths they
         // have there, for modules.dep.
@@ -401,10 +561,10 @@ pub fn build(
             0o644,
         );
     }
-    if let Some((bin, _)) = &busybox {
+    if let Some((bin, _)) = &userland.busybox {
         add_busybox(&mut tree, bin, spec.userland.init == InitKind::Busybox)?;
     }
-    if let Some(data) = &guest {
+    if let Some(data) = &userland.guest {
         tree.file(GUEST_PATH, data.clone(), 0o755);
         tree.symlink("/init", GUEST_PATH);
         for link in GUEST_LINKS {
@@ -415,52 +575,74 @@ pub fn build(
     // Spec files (and the update keys) go in before the slot is cut: those under /usr belong to
     // the verified system, which is mounted over the initramfs's /usr.
     add_spec_files(&mut tree, spec)?;
-    let system = if disk_wanted {
-        let t = Instant::now();
-        next_step("system image (slot filesystem + dm-verity)", progress);
-        let sys = disk::build_system(spec, &tree, &work, u64::from(opts.mtime))?;
-        progress(Progress::Detail(format!(
-            "{} {} bytes ({} files, {} bytes) → verity root {}",
-            sys.contents.filesystem,
-            sys.contents.filesystem_bytes,
-            sys.contents.files,
-            sys.contents.file_bytes,
-            sys.verity.root_hash_hex()
-        )));
-        timed("system", t);
-        Some(sys)
+    Ok((tree, module_entries))
+}
+
+/// Step 4 (disk images): the slot's verified system, cut from the tree's `/usr` content.
+fn system_step(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+    tree: &Tree,
+    work: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<disk::SystemBuild, BuildError> {
+    let sys = disk::build_system(spec, tree, work, u64::from(opts.mtime))?;
+    progress(Progress::Detail(format!(
+        "{} {} bytes ({} files, {} bytes) → verity root {}",
+        sys.contents.filesystem,
+        sys.contents.filesystem_bytes,
+        sys.contents.files,
+        sys.contents.file_bytes,
+        sys.verity.root_hash_hex()
+    )));
+    Ok(sys)
+}
+
+/// A disk image's initramfs without what the slot carries ([`slim_for_slot`]); returns what it
+/// still shares with the slot, for the manifest.
+fn slim_step(
+    tree: &mut Tree,
+    entries: &mut [ModuleEntry],
+    progress: &mut dyn FnMut(Progress),
+) -> Vec<String> {
+    let (kept, moved) = slim_for_slot(tree, entries);
+    progress(Progress::Detail(format!(
+        "{kept} modules kept to mount the slot; {moved} modules and BusyBox only in the slot"
+    )));
+    if kept > 0 {
+        vec![format!(
+            "/lib/modules: the {kept} modules that mounting the slot needs"
+        )]
     } else {
-        None
-    };
-    let mut system = system;
-    if let Some(sys) = &mut system
-        && guest.is_some()
-    {
-        let (kept, moved) = slim_for_slot(&mut tree, &mut module_entries);
-        let mut dup = Vec::new();
-        if kept > 0 {
-            dup.push(format!(
-                "/lib/modules: the {kept} modules that mounting the slot needs"
-            ));
-        }
-        progress(Progress::Detail(format!(
-            "initramfs: {kept} modules kept to mount the slot, {moved} and BusyBox only in the slot"
-        )));
-        sys.contents.also_in_initramfs = dup;
+        Vec::new()
     }
-    next_step("initramfs", progress);
+}
+
+/// Step 5: PID 1's image configuration into the tree, then the compressed cpio. Returns it
+/// with the uncompressed size.
+#[allow(clippy::too_many_arguments)]
+fn initramfs_step(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+    k: &kernel::KernelFiles,
+    tree: &mut Tree,
+    module_entries: Vec<ModuleEntry>,
+    userland: &Userland,
+    system: Option<&disk::SystemBuild>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Vec<u8>, u64), BuildError> {
     let config = ImageConfig {
         contract: CONTRACT_VERSION,
         name: spec.name.clone(),
         hostname: spec.hostname.clone(),
         console_shell: spec.console_shell(),
-        shell: busybox.as_ref().map(|_| "/bin/sh".to_owned()),
+        shell: userland.busybox.as_ref().map(|_| "/bin/sh".to_owned()),
         kernel_release: k.release.clone(),
         modules: module_entries,
         datasources: spec.datasources.clone(),
         default_user: "root".into(),
         ssh: spec.userland.ssh.unwrap_or(true),
-        system: system.as_ref().map(|s| s.system.clone()),
+        system: system.map(|s| s.system.clone()),
     };
     let config_json = serde_json::to_string_pretty(&config).unwrap_or_default();
     tree.file(IMAGE_CONFIG_PATH, config_json.into_bytes(), 0o644);
@@ -478,81 +660,7 @@ pub fn build(
         initramfs.len(),
         spec.initramfs.compression
     )));
-    timed("initramfs", t);
-
-    let vmlinuz = std::fs::read(&k.vmlinuz).map_err(|e| BuildError::io(&k.vmlinuz, e))?;
-    let mut artifacts = vec![artifact(VMLINUZ, &vmlinuz), artifact(INITRAMFS, &initramfs)];
-
-    // 6. Disk.
-    let disk = match &system {
-        Some(sys) => {
-            let t = Instant::now();
-            let names: Vec<&str> = opts.formats.iter().map(|f| f.name()).collect();
-            next_step(&format!("disk image ({})", names.join(", ")), progress);
-            let built = disk::build_disk(
-                spec,
-                &opts.formats,
-                sys,
-                &vmlinuz,
-                &initramfs,
-                staging.dir(),
-                &work,
-                u64::from(opts.mtime),
-                progress,
-            )?;
-            for (f, path) in &built.files {
-                artifacts.push(file_artifact(f.file_name(), path)?);
-            }
-            timed("disk", t);
-            Some(built.info)
-        }
-        None => None,
-    };
-
-    // Output.
-    let t = Instant::now();
-    next_step(&format!("write {}", opts.out_dir.display()), progress);
-    let manifest = ImageManifest {
-        virga_version: opts.virga_version.clone(),
-        name: spec.name.clone(),
-        profile: match spec.profile {
-            Profile::Default => "default".into(),
-            Profile::Minimal => "minimal".into(),
-        },
-        spec_sha256: spec.hash(),
-        kernel: KernelInfo {
-            release: k.release.clone(),
-            origin: k.origin.clone(),
-            origin_sha256: k.origin_sha256.clone(),
-        },
-        cmdline: spec.kernel.cmdline.clone(),
-        modules: closure.order.iter().map(|m| m.name.clone()).collect(),
-        builtin_modules: closure.builtin.clone(),
-        init: match spec.userland.init {
-            InitKind::Virga => "virga".into(),
-            InitKind::Busybox => "busybox".into(),
-        },
-        busybox: busybox.as_ref().map(|(_, v)| v.clone()),
-        guest_binary_size: guest.as_ref().map(|g| g.len() as u64),
-        artifacts,
-        disk,
-    };
-    let _ = std::fs::remove_dir_all(&work);
-    staging.write(VMLINUZ, &vmlinuz)?;
-    staging.write(INITRAMFS, &initramfs)?;
-    staging.write(MANIFEST_FILE, manifest.to_json().as_bytes())?;
-    staging.commit()?;
-    timed("write", t);
-
-    Ok(BuildReport {
-        manifest,
-        steps,
-        cpio_size,
-        entries: tree.len(),
-        kernel_cached: k.cached,
-        offline: k.offline,
-        kernel_build_time: k.build_time,
-    })
+    Ok((initramfs, cpio_size))
 }
 
 /// Checks the options the image needs ([`ImageSpec::required_kernel_features`]) against the
