@@ -84,8 +84,10 @@ fn run(ctx: &Ctx) {
     loop {
         std::thread::sleep(wait + jitter(wait / 10));
         wait = interval;
-        if let Err(e) = check_and_apply(&ctx.cmdline, false) {
-            tracing::warn!("update: {e}");
+        match check_and_apply(&ctx.cmdline, false) {
+            Ok(r) if r.reboot_now => request_reboot(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("update: {e}"),
         }
     }
 }
@@ -110,6 +112,22 @@ pub struct CheckReport {
     pub installed: Option<String>,
     /// What happens next: `reboot`, `wait-until …`, `waiting-for-lock`, `reboot-pending`.
     pub next: Option<String>,
+    /// The policy says reboot now: the caller asks PID 1 once it has reported (the applet
+    /// after printing, PID 1's schedule at once).
+    #[serde(skip)]
+    pub reboot_now: bool,
+}
+
+/// Asks PID 1 to reboot in a second (time for the report to reach the console).
+fn request_reboot() {
+    if std::process::id() == 1 {
+        crate::init::shutdown::schedule(Action::Reboot, Duration::from_secs(1), None);
+    } else {
+        // An applet: its threads end with it, so wait here, then signal.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(1), Action::Reboot.signal());
+    }
 }
 
 /// Checks the channel; with `apply_now` (or always, from the schedule) installs what it
@@ -130,6 +148,7 @@ pub fn check_and_apply(cmdline: &str, check_only: bool) -> Result<CheckReport, a
         offered: offered.as_ref().map(|m| m.version()),
         installed: None,
         next: None,
+        reboot_now: false,
     };
     let Some(manifest) = offered else {
         return Ok(report);
@@ -145,25 +164,21 @@ pub fn check_and_apply(cmdline: &str, check_only: bool) -> Result<CheckReport, a
     }
     let slot = result?;
     report.installed = Some(slot.to_string());
-    report.next = Some(reboot_by_policy(&cfg));
+    let (next, now) = reboot_by_policy(&cfg);
+    report.next = Some(next);
+    report.reboot_now = now;
     Ok(report)
 }
 
-/// Reboots (or not) as the strategy says; returns what it did.
-fn reboot_by_policy(cfg: &UpdateConfig) -> String {
+/// What the strategy says to do after an install, and whether that is a reboot now.
+fn reboot_by_policy(cfg: &UpdateConfig) -> (String, bool) {
     match reboot::decide(&cfg.strategy, Timestamp::now()) {
-        RebootAction::Now => {
-            crate::init::shutdown::schedule(Action::Reboot, Duration::from_secs(1), None);
-            "reboot".into()
-        }
-        RebootAction::WaitUntil { at } => format!("reboot in the window at {at}"),
-        RebootAction::Never => "reboot-pending (reboot: off)".into(),
+        RebootAction::Now => ("reboot".into(), true),
+        RebootAction::WaitUntil { at } => (format!("reboot in the window at {at}"), false),
+        RebootAction::Never => ("reboot-pending (reboot: off)".into(), false),
         RebootAction::AcquireLock => match acquire_lock(cfg) {
-            Ok(()) => {
-                crate::init::shutdown::schedule(Action::Reboot, Duration::from_secs(1), None);
-                "reboot (holding a reboot-lock slot)".into()
-            }
-            Err(e) => format!("waiting for a reboot-lock slot: {e}"),
+            Ok(()) => ("reboot (holding a reboot-lock slot)".into(), true),
+            Err(e) => (format!("waiting for a reboot-lock slot: {e}"), false),
         },
     }
 }
@@ -269,6 +284,9 @@ pub fn applet(args: &[String]) -> ExitCode {
         Some(c @ ("check" | "apply")) => match check_and_apply(&cmdline, c == "check") {
             Ok(r) => {
                 print(&r);
+                if r.reboot_now {
+                    request_reboot();
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
