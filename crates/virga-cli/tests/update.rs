@@ -213,7 +213,12 @@ fn a_signed_update_installs_into_the_other_slot_and_rolls_back_when_needed() {
 
     // 3. The install again (resumed where it was cut), then the reboot into B.
     let report = g.sh1("virga update apply --json");
-    let r: serde_json::Value = serde_json::from_str(report.lines().last().unwrap_or_default())
+    // The report's JSON line; the console may also carry PID 1's shutdown line by then.
+    let json = report
+        .lines()
+        .rfind(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_default();
+    let r: serde_json::Value = serde_json::from_str(json)
         .unwrap_or_else(|e| panic!("{e}: {report}\nconsole:\n{}", g.vm.lines().join("\n")));
     assert_eq!(r["installed"], "B", "{r}");
     wait_reboot(g);
