@@ -35,6 +35,10 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 pub const VMLINUZ: &str = "vmlinuz";
 /// File names inside an output directory.
 pub const INITRAMFS: &str = "initramfs.img";
+/// A disk build's slot initramfs (also `/initrd-a` on the ESP): only what mounting the slot
+/// needs; the rest is in the slot's verified `/usr`. [`INITRAMFS`] stays whole, for a direct
+/// kernel boot (`virga run --out`, `qemu -kernel -initrd`) of the same build.
+pub const SLOT_INITRAMFS: &str = "initramfs-slot.img";
 /// Where the guest binary lives inside the image.
 pub const GUEST_PATH: &str = "/sbin/virga";
 /// Applets of the guest binary linked into the image (besides `/init`).
@@ -272,7 +276,7 @@ pub fn build(
     let (closure, index) = steps.run("module closure", "modules", |p| {
         modules_step(spec, &k, disk_wanted, p)
     })?;
-    let (userland, mut tree, mut module_entries) = steps.run("userland", "userland", |p| {
+    let (userland, mut tree, module_entries) = steps.run("userland", "userland", |p| {
         let userland = userland_step(spec, opts, p)?;
         let (tree, entries) = assemble_tree(spec, &k, &closure, index.as_ref(), &userland)?;
         Ok((userland, tree, entries))
@@ -286,13 +290,28 @@ pub fn build(
     } else {
         None
     };
-    let (initramfs, cpio_size) = steps.run("initramfs", "initramfs", |p| {
-        if let Some(sys) = &mut system
-            && userland.guest.is_some()
-        {
-            sys.contents.also_in_initramfs = slim_step(&mut tree, &mut module_entries, p);
-        }
-        initramfs_step(
+    let (initramfs, cpio_size, slot_initramfs) = steps.run("initramfs", "initramfs", |p| {
+        // The slot's own, slimmed: made first, from a copy, so the tree stays whole.
+        let slot = match &mut system {
+            Some(sys) if userland.guest.is_some() => {
+                let mut slot_tree = tree.clone();
+                let mut entries = module_entries.clone();
+                sys.contents.also_in_initramfs = slim_step(&mut slot_tree, &mut entries, p);
+                let (data, _) = initramfs_step(
+                    spec,
+                    opts,
+                    &k,
+                    &mut slot_tree,
+                    entries,
+                    &userland,
+                    Some(sys),
+                    p,
+                )?;
+                Some(data)
+            }
+            _ => None,
+        };
+        let (data, size) = initramfs_step(
             spec,
             opts,
             &k,
@@ -301,11 +320,16 @@ pub fn build(
             &userland,
             system.as_ref(),
             p,
-        )
+        )?;
+        Ok((data, size, slot))
     })?;
 
     let vmlinuz = std::fs::read(&k.vmlinuz).map_err(|e| BuildError::io(&k.vmlinuz, e))?;
     let mut artifacts = vec![artifact(VMLINUZ, &vmlinuz), artifact(INITRAMFS, &initramfs)];
+    if let Some(slot) = &slot_initramfs {
+        artifacts.push(artifact(SLOT_INITRAMFS, slot));
+    }
+    let slot_or_whole = slot_initramfs.as_deref().unwrap_or(&initramfs);
     let disk = match &system {
         Some(sys) => {
             let names: Vec<&str> = opts.formats.iter().map(|f| f.name()).collect();
@@ -315,7 +339,7 @@ pub fn build(
                     &opts.formats,
                     sys,
                     &vmlinuz,
-                    &initramfs,
+                    slot_or_whole,
                     staging.dir(),
                     &work,
                     u64::from(opts.mtime),
@@ -362,6 +386,9 @@ pub fn build(
             let _ = std::fs::remove_dir_all(&work);
             staging.write(VMLINUZ, &vmlinuz)?;
             staging.write(INITRAMFS, &initramfs)?;
+            if let Some(slot) = &slot_initramfs {
+                staging.write(SLOT_INITRAMFS, slot)?;
+            }
             staging.write(MANIFEST_FILE, manifest.to_json().as_bytes())?;
             staging.commit()
         },

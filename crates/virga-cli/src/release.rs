@@ -173,7 +173,13 @@ pub fn read_build(out: &Path) -> Result<BuildParts> {
         usr: (usr_start, fs_len),
         usr_verity: (hash_start, hash_len),
         kernel: out.join("vmlinuz"),
-        initramfs: out.join("initramfs.img"),
+        // A disk build's slot initramfs (what `/initrd-a` holds); a build from before it
+        // existed has only the whole one.
+        initramfs: [image_builder::SLOT_INITRAMFS, image_builder::INITRAMFS]
+            .iter()
+            .map(|n| out.join(n))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| out.join(image_builder::INITRAMFS)),
         system,
     })
 }

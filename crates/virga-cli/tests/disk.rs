@@ -183,7 +183,27 @@ fn disk_in_every_format_passes_the_tools() {
 
     // The slot verifies against the root hash that slot A's initramfs carries (and the
     // manifest records); PARTUUIDs are the root hash's halves.
-    let cfg = image_json(&out.join("initramfs.img"));
+    let cfg = image_json(&out.join("initramfs-slot.img"));
+    // The slot's initramfs carries the modules that mounting the slot needs; the others
+    // load from the slot's /usr. The whole initramfs (direct kernel boot) carries them all.
+    let (early, in_slot): (Vec<_>, Vec<_>) = cfg
+        .modules
+        .iter()
+        .partition(|m| !m.path.starts_with(boot_contract::SLOT_MODULES_PREFIX));
+    assert!(
+        early.iter().any(|m| m.name == "dm_verity")
+            && in_slot.iter().any(|m| m.name == "virtio_net"),
+        "{:?}",
+        cfg.modules
+    );
+    let whole = image_json(&out.join("initramfs.img"));
+    assert!(
+        whole
+            .modules
+            .iter()
+            .all(|m| m.path.starts_with("/lib/modules/"))
+    );
+    assert_eq!(whole.system, cfg.system);
     let sys = cfg.system.expect("image.json has the system image");
     assert_eq!(sys.root_hash, d.verity.root_hash);
     assert_eq!(sys.usr_partuuid, part(&d, "usr-A").guid);
@@ -254,6 +274,7 @@ fn disk_images_are_reproducible() {
         "virga.vmdk",
         "virga.vhd",
         "initramfs.img",
+        "initramfs-slot.img",
         "manifest.json",
     ] {
         let (x, y) = (

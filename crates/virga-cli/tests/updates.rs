@@ -1067,6 +1067,6 @@ fn a_real_raw_build_is_released_and_installed() {
     );
     assert!(
         std::fs::read(target.join("initramfs")).unwrap()
-            == std::fs::read(out.join("initramfs.img")).unwrap()
+            == std::fs::read(out.join("initramfs-slot.img")).unwrap()
     );
 }
