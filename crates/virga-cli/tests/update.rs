@@ -103,7 +103,12 @@ fn boot(disk: &Path, o: &vm_runner::instance::InstanceOptions) -> Guest {
             l.contains(boot_contract::console::READY_PREFIX)
         })
         .unwrap_or_else(|e| panic!("{e}\nconsole:\n{}", vm.lines().join("\n")));
-    let ready = boot_contract::ReadyReport::parse_line(&line).expect("ready JSON");
+    let ready = boot_contract::ReadyReport::parse_line(&line).unwrap_or_else(|| {
+        panic!(
+            "ready line is not the report: {line:?}\nconsole:\n{}",
+            vm.lines().join("\n")
+        )
+    });
     wait_shell(&mut vm);
     Guest::new(vm, ready, runtime)
 }

@@ -45,3 +45,25 @@ pub fn init(level: Level) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Writes `text` to standard output (the console) in one `write` call when the kernel takes it
+/// whole, as a tty does. A tty write is atomic with respect to other writers of the same tty,
+/// so a log line from another thread or process cannot land inside the ready line; std's
+/// line-buffered stdout would split a line longer than its 1 KiB buffer into several writes.
+pub fn console_write(text: &str) {
+    use std::io::Write as _;
+    use std::os::fd::AsFd as _;
+    let out = std::io::stdout();
+    let mut lock = out.lock();
+    let _ = lock.flush();
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        match nix::unistd::write(out.as_fd(), rest) {
+            Ok(0) => break,
+            Ok(n) => rest = &rest[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    drop(lock);
+}

@@ -127,7 +127,12 @@ pub fn boot_ready(cfg: &VmConfig) -> (Vm, boot_contract::ReadyReport) {
             l.contains(boot_contract::console::READY_PREFIX)
         })
         .unwrap_or_else(|e| panic!("{e}\nconsole:\n{}", vm.lines().join("\n")));
-    let report = boot_contract::ReadyReport::parse_line(&line).expect("ready JSON");
+    let report = boot_contract::ReadyReport::parse_line(&line).unwrap_or_else(|| {
+        panic!(
+            "ready line is not the report: {line:?}\nconsole:\n{}",
+            vm.lines().join("\n")
+        )
+    });
     (vm, report)
 }
 

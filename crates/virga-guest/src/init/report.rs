@@ -68,7 +68,7 @@ pub fn print_status_block(ctx: &Ctx) {
         status.hostname,
         uptime()
     );
-    print!("{out}");
+    crate::log::console_write(&out);
 }
 
 /// Writes the status document and prints the one ready line.
@@ -87,7 +87,8 @@ pub fn ready(ctx: &Ctx, init_ms: f64) {
 
         warnings: status.warnings.len(),
     };
-    println!("{}", report.to_line());
+    // One write: nothing else on the console can split the line that tools parse.
+    crate::log::console_write(&format!("{}\n", report.to_line()));
 }
 
 /// Writes `/run/virga/status.json` atomically. Writers (the boot sequence, the supervisor, the
