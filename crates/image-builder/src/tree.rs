@@ -219,6 +219,40 @@ impl<W: Write> CountingWriter<W> {
     }
 }
 
+/// A regular file's data in a newc cpio archive (`name` without a leading `/`); `None` when
+/// it is not there or the archive is malformed.
+pub fn cpio_file<'a>(cpio: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let hex = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| usize::from_str_radix(s, 16).ok())
+    };
+    let mut at = 0usize;
+    while at + 110 <= cpio.len() {
+        let h = &cpio[at..at + 110];
+        if &h[..6] != b"070701" && &h[..6] != b"070702" {
+            return None;
+        }
+        let size = hex(&h[54..62])?;
+        let namesize = hex(&h[94..102])?;
+        let name_start = at + 110;
+        let name_end = name_start.checked_add(namesize)?;
+        let entry = cpio.get(name_start..name_end.checked_sub(1)?)?;
+        let data_start = name_end.next_multiple_of(4);
+        let data_end = data_start.checked_add(size)?;
+        let data = cpio.get(data_start..data_end)?;
+        let entry = std::str::from_utf8(entry).ok()?;
+        if entry == "TRAILER!!!" {
+            return None;
+        }
+        if entry.trim_start_matches("./").trim_start_matches('/') == name {
+            return Some(data);
+        }
+        at = data_end.next_multiple_of(4);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +385,20 @@ mod tests {
             let trailer_pos = v.windows(10).rposition(|w| w == b"TRAILER!!!");
             proptest::prop_assert!(trailer_pos.is_some());
         }
+    }
+
+    #[test]
+    fn finds_files_in_newc() {
+        let mut t = Tree::new();
+        t.file("/etc/virga/image.json", b"{\"x\":1}".to_vec(), 0o644);
+        let mut a = Vec::new();
+        t.write_cpio(&mut a, 0).unwrap();
+        assert_eq!(
+            cpio_file(&a, "etc/virga/image.json"),
+            Some(&b"{\"x\":1}"[..])
+        );
+        assert_eq!(cpio_file(&a, "nope"), None);
+        assert_eq!(cpio_file(&a[..50], "etc"), None);
+        assert_eq!(cpio_file(b"garbage", "etc"), None);
     }
 }

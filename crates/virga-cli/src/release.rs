@@ -271,7 +271,7 @@ fn initramfs_root_hash(path: &Path) -> Result<Option<String>> {
         data
     };
     let want = boot_contract::IMAGE_CONFIG_PATH.trim_start_matches('/');
-    let Some(json) = cpio_file(&cpio, want) else {
+    let Some(json) = image_builder::tree::cpio_file(&cpio, want) else {
         bail!("{} has no {want}", path.display());
     };
     let v: Value = serde_json::from_slice(json).context("image.json is not JSON")?;
@@ -279,39 +279,6 @@ fn initramfs_root_hash(path: &Path) -> Result<Option<String>> {
         .and_then(|s| s.get("root_hash"))
         .and_then(Value::as_str)
         .map(str::to_owned))
-}
-
-/// A regular file's data in a newc cpio archive.
-fn cpio_file<'a>(cpio: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    let hex = |b: &[u8]| {
-        std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| usize::from_str_radix(s, 16).ok())
-    };
-    let mut at = 0usize;
-    while at + 110 <= cpio.len() {
-        let h = &cpio[at..at + 110];
-        if &h[..6] != b"070701" && &h[..6] != b"070702" {
-            return None;
-        }
-        let size = hex(&h[54..62])?;
-        let namesize = hex(&h[94..102])?;
-        let name_start = at + 110;
-        let name_end = name_start.checked_add(namesize)?;
-        let entry = cpio.get(name_start..name_end.checked_sub(1)?)?;
-        let data_start = name_end.next_multiple_of(4);
-        let data_end = data_start.checked_add(size)?;
-        let data = cpio.get(data_start..data_end)?;
-        let entry = std::str::from_utf8(entry).ok()?;
-        if entry == "TRAILER!!!" {
-            return None;
-        }
-        if entry.trim_start_matches("./").trim_start_matches('/') == name {
-            return Some(data);
-        }
-        at = data_end.next_multiple_of(4);
-    }
-    None
 }
 
 /// The version in a stored signed manifest (unverified: for the downgrade check only).
@@ -479,44 +446,4 @@ fn sha256_file(path: &Path) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h)?;
     Ok(h.finalize().into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn newc(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (name, data) in entries.iter().chain([&("TRAILER!!!", &b""[..])]) {
-            out.extend_from_slice(
-                format!(
-                    "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-                    0, 0o100644, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0
-                )
-                .as_bytes(),
-            );
-            out.extend_from_slice(name.as_bytes());
-            out.push(0);
-            while !out.len().is_multiple_of(4) {
-                out.push(0);
-            }
-            out.extend_from_slice(data);
-            while !out.len().is_multiple_of(4) {
-                out.push(0);
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn finds_files_in_newc() {
-        let a = newc(&[("etc", b""), ("etc/virga/image.json", b"{\"x\":1}")]);
-        assert_eq!(
-            cpio_file(&a, "etc/virga/image.json"),
-            Some(&b"{\"x\":1}"[..])
-        );
-        assert_eq!(cpio_file(&a, "nope"), None);
-        assert_eq!(cpio_file(&a[..50], "etc"), None);
-        assert_eq!(cpio_file(b"garbage", "etc"), None);
-    }
 }

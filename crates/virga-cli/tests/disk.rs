@@ -59,22 +59,9 @@ fn extract(raw: &Path, p: &image_spec::PartitionInfo, to: &Path) {
 /// `/etc/virga/image.json` from a zstd newc initramfs.
 fn image_json(initramfs: &Path) -> boot_contract::ImageConfig {
     let cpio = zstd::stream::decode_all(&std::fs::read(initramfs).unwrap()[..]).unwrap();
-    let mut at = 0;
-    while at + 110 <= cpio.len() {
-        let h = &cpio[at..at + 110];
-        let field = |i: usize| {
-            usize::from_str_radix(std::str::from_utf8(&h[6 + i * 8..14 + i * 8]).unwrap(), 16)
-                .unwrap()
-        };
-        let (size, namesize) = (field(6), field(11));
-        let name = std::str::from_utf8(&cpio[at + 110..at + 110 + namesize - 1]).unwrap();
-        let data_at = (at + 110 + namesize).next_multiple_of(4);
-        if name == "etc/virga/image.json" {
-            return serde_json::from_slice(&cpio[data_at..data_at + size]).unwrap();
-        }
-        at = (data_at + size).next_multiple_of(4);
-    }
-    panic!("no etc/virga/image.json in {}", initramfs.display());
+    let json = image_builder::tree::cpio_file(&cpio, "etc/virga/image.json")
+        .unwrap_or_else(|| panic!("no etc/virga/image.json in {}", initramfs.display()));
+    serde_json::from_slice(json).unwrap()
 }
 
 #[test]

@@ -50,29 +50,6 @@ fn version(back: u32, minor: u32) -> Version {
     Version::new(t.days - back, minor, 0)
 }
 
-fn newc(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, data) in entries.iter().chain([&("TRAILER!!!", &b""[..])]) {
-        out.extend_from_slice(
-            format!(
-                "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-                0, 0o100644, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0
-            )
-            .as_bytes(),
-        );
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        while !out.len().is_multiple_of(4) {
-            out.push(0);
-        }
-        out.extend_from_slice(data);
-        while !out.len().is_multiple_of(4) {
-            out.push(0);
-        }
-    }
-    out
-}
-
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..n)
@@ -108,7 +85,14 @@ fn fake_build(root: &Path, name: &str, seed: u64) -> Build {
     let kernel = bytes(1_500_000, seed + 1);
     std::fs::write(dir.join("vmlinuz"), &kernel).unwrap();
     let image_json = format!(r#"{{"system": {{"root_hash": "{root_hash}"}}}}"#);
-    let cpio = newc(&[("etc/virga/image.json", image_json.as_bytes())]);
+    let mut tree = image_builder::tree::Tree::new();
+    tree.file(
+        "/etc/virga/image.json",
+        image_json.as_bytes().to_vec(),
+        0o644,
+    );
+    let mut cpio = Vec::new();
+    tree.write_cpio(&mut cpio, 0).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&cpio).unwrap();
     let initramfs = gz.finish().unwrap();
