@@ -297,8 +297,7 @@ pub fn applet(args: &[String]) -> ExitCode {
         Some("rollback") => match agent::rollback(&cmdline) {
             Ok(slot) => {
                 println!("rolling back to slot {slot}; rebooting");
-                let _ =
-                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(1), Action::Reboot.signal());
+                request_reboot();
                 ExitCode::SUCCESS
             }
             Err(e) => {
